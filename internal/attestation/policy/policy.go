@@ -1,0 +1,114 @@
+package policy
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/cloister-dev/cloister/internal/attestation"
+)
+
+// Version is the only document version this package reads.
+const Version = 1
+
+// Mode says what a mismatch of a reference value does.
+type Mode string
+
+const (
+	// Enforce rejects evidence whose value differs. The default.
+	Enforce Mode = "enforce"
+	// Warn accepts it and records a warning in the claims.
+	Warn Mode = "warn"
+)
+
+// Policy is a parsed, validated reference-value document. A nil section means
+// the variant is not allowed.
+type Policy struct {
+	Version int
+	// Name identifies the document in audit logs (e.g. "prod-2026-11").
+	Name        string
+	TPM         *TPM
+	SNP         *SNP
+	TDX         *TDX
+	InsecureDev *InsecureDev
+}
+
+// Value is one reference value and its mode.
+type Value struct {
+	Want []byte
+	Mode Mode
+}
+
+// Check compares got with the reference value. A mismatch in Enforce mode is a
+// *attestation.CheckError; in Warn mode it is returned as a warning line.
+func (v Value) Check(variant attestation.Variant, check string, got []byte) (warning string, err error) {
+	if bytes.Equal(v.Want, got) {
+		return "", nil
+	}
+	mismatch := &attestation.CheckError{Variant: variant, Check: check, Want: attestation.Hex(v.Want), Got: attestation.Hex(got)}
+	if v.Mode == Warn {
+		return mismatch.Error(), nil
+	}
+	return "", mismatch
+}
+
+// TPM holds the reference values of the tpm variant.
+type TPM struct {
+	// PCRs maps a SHA-256 PCR index to its value. Only listed PCRs are
+	// checked, but every quote must cover them.
+	PCRs map[int]Value
+}
+
+// SNP holds the reference values of the sev-snp variant. Debug guests and
+// VMPL other than 0 are always refused; there is no setting to allow them.
+type SNP struct {
+	// Measurement is the 48-byte launch measurement.
+	Measurement Value
+	// MinimumTCB is the lowest TCB accepted, component by component, both
+	// in the report and in the VCEK.
+	MinimumTCB SNPTCB
+	// Products lists the accepted processor product names ("Milan",
+	// "Genoa", "Turin"). Empty means any product the AMD roots know.
+	Products []string
+}
+
+// SNPTCB is an SEV-SNP TCB version, one security version number per component.
+type SNPTCB struct {
+	Bootloader uint8
+	TEE        uint8
+	SNP        uint8
+	Microcode  uint8
+}
+
+// TDX holds the reference values of the tdx variant. Debug TDs are always
+// refused.
+type TDX struct {
+	// MRTD is the 48-byte measurement of the initial TD contents.
+	MRTD Value
+	// RTMRs maps a runtime measurement register (0..3) to its value.
+	RTMRs map[int]Value
+	// MinimumTEETCBSVN is the lowest TEE_TCB_SVN accepted (16 bytes,
+	// compared byte by byte). Nil means no minimum.
+	MinimumTEETCBSVN []byte
+}
+
+// InsecureDev allows the insecure-dev variant. Its presence in a policy is
+// the only way to accept evidence that proves nothing.
+type InsecureDev struct{}
+
+// String gives a one-line summary for logs.
+func (p *Policy) String() string {
+	var sections []string
+	if p.TPM != nil {
+		sections = append(sections, fmt.Sprintf("tpm(%d pcrs)", len(p.TPM.PCRs)))
+	}
+	if p.SNP != nil {
+		sections = append(sections, "sev-snp")
+	}
+	if p.TDX != nil {
+		sections = append(sections, "tdx")
+	}
+	if p.InsecureDev != nil {
+		sections = append(sections, "INSECURE-DEV")
+	}
+	return fmt.Sprintf("policy %q v%d %v", p.Name, p.Version, sections)
+}
