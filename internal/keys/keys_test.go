@@ -44,9 +44,11 @@ func TestDiskKeySeparatesInputs(t *testing.T) {
 	}
 	others := map[string]func() (Secret, error){
 		"other generation": func() (Secret, error) { return DiskKey(secret(1), secret(2), diskUUID, 1) },
-		"other disk":       func() (Secret, error) { return DiskKey(secret(1), secret(2), strings.Replace(diskUUID, "0f", "1f", 1), 0) },
-		"other secret":     func() (Secret, error) { return DiskKey(secret(3), secret(2), diskUUID, 0) },
-		"other salt":       func() (Secret, error) { return DiskKey(secret(1), secret(3), diskUUID, 0) },
+		"other disk": func() (Secret, error) {
+			return DiskKey(secret(1), secret(2), strings.Replace(diskUUID, "0f", "1f", 1), 0)
+		},
+		"other secret": func() (Secret, error) { return DiskKey(secret(3), secret(2), diskUUID, 0) },
+		"other salt":   func() (Secret, error) { return DiskKey(secret(1), secret(3), diskUUID, 0) },
 	}
 	for name, f := range others {
 		k, err := f()
