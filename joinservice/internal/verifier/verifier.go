@@ -105,3 +105,9 @@ func (v *Verifier) Validate(ctx context.Context, ev *attestationv1.Evidence, use
 func (v *Verifier) Challenge(ctx context.Context, ev *attestationv1.Evidence, userData []byte) (*attestationv1.ActivationChallenge, error) {
 	return v.cur.Load().validators.Challenge(ctx, ev, userData)
 }
+
+// PolicyName names the policy in force for audit lines: its name and version.
+func (v *Verifier) PolicyName() string {
+	p := v.Policy()
+	return fmt.Sprintf("%s/v%d", p.Name, p.Version)
+}
