@@ -1,0 +1,17 @@
+// Package snp implements the sev-snp attestation variant: AMD SEV-SNP
+// attestation reports, issued and verified with go-sev-guest.
+//
+// The Issuer runs inside the confidential VM. It asks the AMD secure
+// processor (through configfs-tsm or /dev/sev-guest) for an extended report
+// whose REPORT_DATA is the caller's userData, zero padded to 64 bytes, and
+// ships the report with the host's certificate table (VCEK or VLEK, ASK or
+// ASVK, ARK) as a go-sev-guest sevsnp.Attestation.
+//
+// The Validator runs on the verifying side (join service, CLI). It trusts
+// only the AMD root keys (the real ones embedded in go-sev-guest, or the
+// ones in ValidatorOptions.TrustedRoots) and the cluster policy; everything
+// in the evidence, including its ASK and ARK, is untrusted input. It is pure:
+// it opens no device, and it touches the network only through
+// ValidatorOptions.Getter, and only when the evidence lacks its VCEK. A
+// CertCache in offline mode makes that path network-free as well.
+package snp
