@@ -1,0 +1,300 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Bootstrap token format, as the API server's bootstrap authenticator and
+// kubeadm expect it: "<6 chars>.<16 chars>" from [a-z0-9], stored in Secret
+// kube-system/bootstrap-token-<id>.
+const (
+	tokenIDLen     = 6
+	tokenSecretLen = 16
+	tokenAlphabet  = "0123456789abcdefghijklmnopqrstuvwxyz"
+	tokenPrefix    = "bootstrap-token-"
+
+	keyTokenID          = "token-id"
+	keyTokenSecret      = "token-secret"
+	keyExpiration       = "expiration"
+	keyDescription      = "description"
+	keyUsageAuth        = "usage-bootstrap-authentication"
+	keyUsageSigning     = "usage-bootstrap-signing"
+	keyAuthExtraGroups  = "auth-extra-groups"
+	nodeBootstrapGroup  = "system:bootstrappers:kubeadm:default-node-token"
+	createTokenAttempts = 3
+
+	// LabelManagedBy marks the objects this package creates and may delete.
+	LabelManagedBy = "cloister.dev/managed-by"
+	managedByValue = "joinservice"
+	// AnnotationNode names the node a token or CSR was made for. An
+	// annotation, not a label: node names may be longer than label values.
+	AnnotationNode = "cloister.dev/node"
+)
+
+// Token is a bootstrap token. Only its ID may be logged: String, Format and
+// LogValue print the secret part as REDACTED. Reveal gives the whole token,
+// for the join ticket only.
+type Token struct {
+	// ID is the public half ("abcdef"), also the Secret's name suffix.
+	ID string
+	// Expires is when the API server stops accepting the token.
+	Expires time.Time
+	secret  string
+}
+
+// Reveal returns the whole token "<id>.<secret>" for kubeadm.
+func (t Token) Reveal() string { return t.ID + "." + t.secret }
+
+// String implements fmt.Stringer without the secret.
+func (t Token) String() string { return t.ID + ".REDACTED" }
+
+// GoString keeps %#v from printing the secret.
+func (t Token) GoString() string { return t.String() }
+
+// Format keeps every fmt verb from printing the secret.
+func (t Token) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, t.String()) }
+
+// LogValue implements slog.LogValuer without the secret.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", t.ID), slog.Time("expires", t.Expires))
+}
+
+// CreateBootstrapToken creates a bootstrap token for untrustedNodeName that
+// authenticates as a kubeadm node bootstrapper until Now+TokenTTL.
+func (c *Cluster) CreateBootstrapToken(ctx context.Context, untrustedNodeName string) (Token, error) {
+	if err := checkNodeName(untrustedNodeName); err != nil {
+		return Token{}, fmt.Errorf("kube: creating bootstrap token: %w", err)
+	}
+	expires := c.opts.Now().Add(c.opts.TokenTTL).UTC().Truncate(time.Second)
+	data := map[string][]byte{
+		keyUsageAuth:       []byte("true"),
+		keyUsageSigning:    []byte("true"),
+		keyAuthExtraGroups: []byte(nodeBootstrapGroup),
+		keyDescription:     []byte("Cloister join token for node " + untrustedNodeName),
+	}
+	annotations := map[string]string{AnnotationNode: untrustedNodeName}
+	return c.createToken(ctx, expires, data, annotations)
+}
+
+// createToken creates a bootstrap token Secret with extra data, retrying
+// with a fresh ID if the ID is taken.
+func (c *Cluster) createToken(ctx context.Context, expires time.Time, extra map[string][]byte, annotations map[string]string) (Token, error) {
+	for range createTokenAttempts {
+		tok, err := c.newToken(expires)
+		if err != nil {
+			return Token{}, err
+		}
+		data := map[string][]byte{
+			keyTokenID:     []byte(tok.ID),
+			keyTokenSecret: []byte(tok.secret),
+			keyExpiration:  []byte(expires.Format(time.RFC3339)),
+		}
+		for k, v := range extra {
+			data[k] = v
+		}
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        tokenPrefix + tok.ID,
+				Namespace:   metav1.NamespaceSystem,
+				Labels:      map[string]string{LabelManagedBy: managedByValue},
+				Annotations: annotations,
+			},
+			Type: corev1.SecretTypeBootstrapToken,
+			Data: data,
+		}
+		_, err = c.client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, s, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			continue
+		}
+		if err != nil {
+			return Token{}, fmt.Errorf("kube: creating secret %s/%s: %w", metav1.NamespaceSystem, s.Name, err)
+		}
+		return tok, nil
+	}
+	return Token{}, fmt.Errorf("kube: creating bootstrap token: %d random token IDs were all taken", createTokenAttempts)
+}
+
+func (c *Cluster) newToken(expires time.Time) (Token, error) {
+	s, err := randomString(c.opts.Rand, tokenIDLen+tokenSecretLen)
+	if err != nil {
+		return Token{}, fmt.Errorf("kube: generating bootstrap token: %w", err)
+	}
+	return Token{ID: s[:tokenIDLen], secret: s[tokenIDLen:], Expires: expires}, nil
+}
+
+// randomString draws n characters uniformly from tokenAlphabet. Bytes at or
+// above the largest multiple of the alphabet size are rejected, so there is
+// no modulo bias.
+func randomString(r io.Reader, n int) (string, error) {
+	const limit = 256 - 256%len(tokenAlphabet)
+	out := make([]byte, 0, n)
+	buf := make([]byte, n+n/4)
+	// A uniform source keeps 252/256 of its bytes; 32 rounds without enough
+	// accepted bytes means the source is broken, not unlucky.
+	for range 32 {
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return "", fmt.Errorf("reading randomness: %w", err)
+		}
+		for _, b := range buf {
+			if int(b) >= limit {
+				continue
+			}
+			out = append(out, tokenAlphabet[int(b)%len(tokenAlphabet)])
+			if len(out) == n {
+				return string(out), nil
+			}
+		}
+	}
+	return "", errors.New("reading randomness: the source rejected too often (is it constant?)")
+}
+
+// DeleteBootstrapToken deletes the bootstrap token with the given ID. A
+// token that is already gone is not an error.
+func (c *Cluster) DeleteBootstrapToken(ctx context.Context, id string) error {
+	if len(id) != tokenIDLen || strings.Trim(id, tokenAlphabet) != "" {
+		return fmt.Errorf("kube: deleting bootstrap token: id %q is not %d characters of [a-z0-9]", id, tokenIDLen)
+	}
+	return c.deleteSecret(ctx, tokenPrefix+id)
+}
+
+func (c *Cluster) deleteSecret(ctx context.Context, name string) error {
+	err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("kube: deleting secret %s/%s: %w", metav1.NamespaceSystem, name, err)
+	}
+	return nil
+}
+
+// cloisterTokens lists the bootstrap token Secrets this package created.
+// Objects without the label, of another type or with a name that does not
+// match their token-id are left out, so nothing else is ever deleted.
+func (c *Cluster) cloisterTokens(ctx context.Context) ([]corev1.Secret, error) {
+	list, err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{
+		LabelSelector: LabelManagedBy + "=" + managedByValue,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kube: listing bootstrap tokens in %s: %w", metav1.NamespaceSystem, err)
+	}
+	var out []corev1.Secret
+	for _, s := range list.Items {
+		if s.Labels[LabelManagedBy] != managedByValue || s.Type != corev1.SecretTypeBootstrapToken ||
+			s.Name != tokenPrefix+string(s.Data[keyTokenID]) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// DeleteExpiredBootstrapTokens deletes this package's bootstrap tokens whose
+// expiration has passed and returns how many it deleted. A Cloister token
+// with a missing or unreadable expiration counts as expired: every token
+// this package writes has one. Tokens without the cloister.dev/managed-by
+// label are never touched.
+func (c *Cluster) DeleteExpiredBootstrapTokens(ctx context.Context) (int, error) {
+	tokens, err := c.cloisterTokens(ctx)
+	if err != nil {
+		return 0, err
+	}
+	now := c.opts.Now()
+	deleted := 0
+	var errs []error
+	for _, s := range tokens {
+		exp, err := time.Parse(time.RFC3339, string(s.Data[keyExpiration]))
+		if err == nil && now.Before(exp) {
+			continue
+		}
+		if err := c.deleteSecret(ctx, s.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		deleted++
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// DeleteTokensForNode deletes every bootstrap token this package created for
+// untrustedNodeName and returns how many it deleted. Call it once the node
+// is registered (NodeRegistered): the token has done its job.
+func (c *Cluster) DeleteTokensForNode(ctx context.Context, untrustedNodeName string) (int, error) {
+	if err := checkNodeName(untrustedNodeName); err != nil {
+		return 0, fmt.Errorf("kube: deleting bootstrap tokens: %w", err)
+	}
+	tokens, err := c.cloisterTokens(ctx)
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	var errs []error
+	for _, s := range tokens {
+		if s.Annotations[AnnotationNode] != untrustedNodeName {
+			continue
+		}
+		if err := c.deleteSecret(ctx, s.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		deleted++
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// NodeRegistered reports whether the Node object untrustedNodeName exists.
+func (c *Cluster) NodeRegistered(ctx context.Context, untrustedNodeName string) (bool, error) {
+	if err := checkNodeName(untrustedNodeName); err != nil {
+		return false, fmt.Errorf("kube: looking up node: %w", err)
+	}
+	_, err := c.client.CoreV1().Nodes().Get(ctx, untrustedNodeName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("kube: getting node %s: %w", untrustedNodeName, err)
+	}
+	return true, nil
+}
+
+// RunTokenCleanup calls DeleteExpiredBootstrapTokens every interval until
+// ctx ends, and passes each result to report (which may be nil; main uses it
+// to log). It returns nil when ctx ends: cancellation is not an error.
+func (c *Cluster) RunTokenCleanup(ctx context.Context, interval time.Duration, report func(deleted int, err error)) error {
+	if interval <= 0 {
+		return fmt.Errorf("kube: token cleanup interval %v: use a positive interval", interval)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		n, err := c.DeleteExpiredBootstrapTokens(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if report != nil {
+			report(n, err)
+		}
+	}
+}
+
+// checkNodeName refuses anything that is not a DNS-1123 subdomain, the
+// shape of a Kubernetes node name.
+func checkNodeName(untrustedNodeName string) error {
+	if msgs := validation.IsDNS1123Subdomain(untrustedNodeName); len(msgs) > 0 {
+		return fmt.Errorf("%w: %.80q: %s", ErrInvalidNodeName, untrustedNodeName, strings.Join(msgs, "; "))
+	}
+	return nil
+}
