@@ -118,6 +118,9 @@ func newFakeAMD(tb testing.TB, o fakeAMDOptions) *fakeAMD {
 		VcekCustom: sevtest.CertOverride{
 			Extensions: sevtest.CustomExtensions(tcb, hwid[:], "", o.productName),
 		},
+		VlekCustom: sevtest.CertOverride{
+			Extensions: sevtest.CustomExtensions(tcb, nil, "cloister-test", o.productName),
+		},
 	}
 	signer, err := b.TestOnlyCertChain()
 	if err != nil {

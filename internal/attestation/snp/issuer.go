@@ -77,6 +77,9 @@ func (i *Issuer) Issue(ctx context.Context, userData []byte) (*attestationv1.Evi
 	if err != nil {
 		return nil, fmt.Errorf("snp: getting extended report: %w", err)
 	}
+	if err := checkCertTable(raw); err != nil {
+		return nil, fmt.Errorf("snp: extended report from the host: %w", err)
+	}
 	att, err := abi.ReportCertsToProto(raw)
 	if err != nil {
 		return nil, fmt.Errorf("snp: parsing extended report: %w", err)
@@ -99,4 +102,24 @@ func (i *Issuer) Issue(ctx context.Context, userData []byte) (*attestationv1.Evi
 		Variant: string(attestation.VariantSNP),
 		Report:  &attestationv1.Evidence_SevSnp{SevSnp: b},
 	}, nil
+}
+
+// checkCertTable bounds the host's certificate table before go-sev-guest
+// parses it: the host is untrusted, and an entry whose offset plus length
+// overflows 32 bits would pass the library's range check and panic.
+func checkCertTable(raw []byte) error {
+	if len(raw) <= abi.ReportSize {
+		return nil
+	}
+	table := raw[abi.ReportSize:]
+	entries, err := abi.ParseSnpCertTableHeader(table)
+	if err != nil {
+		return fmt.Errorf("certificate table: %v", err)
+	}
+	for i, e := range entries {
+		if uint64(e.Offset)+uint64(e.Length) > uint64(len(table)) {
+			return fmt.Errorf("certificate table entry %d (offset %d, length %d) runs past the %d-byte table", i, e.Offset, e.Length, len(table))
+		}
+	}
+	return nil
 }

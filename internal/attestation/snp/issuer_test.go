@@ -113,3 +113,33 @@ func TestNewIssuerNeedsQuoteProvider(t *testing.T) {
 		t.Fatal("NewIssuer accepted a nil quote provider")
 	}
 }
+
+// fakeRawQuote is a fake quote provider that returns fixed bytes, as a
+// malicious host could make the driver return.
+type fakeRawQuote []byte
+
+func (f fakeRawQuote) GetRawQuote([64]byte) ([]byte, error) { return f, nil }
+
+func TestIssueRefusesHostileCertTable(t *testing.T) {
+	amd := newFakeAMD(t, fakeAMDOptions{})
+	rd := pad(testUserData)
+	raw, err := amd.device(t, rd, amd.report(t, rd)).GetRawQuote(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One entry whose offset+length wraps around 2^32, then the terminator.
+	table := make([]byte, 2*abi.CertTableEntrySize)
+	entry := abi.CertTableHeaderEntry{Offset: 0xfffffff0, Length: 0x20}
+	copy(entry.GUID[:], bytes.Repeat([]byte{0x42}, 16))
+	if err := entry.Write(table); err != nil {
+		t.Fatal(err)
+	}
+	hostile := append(bytes.Clone(raw[:abi.ReportSize]), table...)
+	iss, err := NewIssuer(fakeRawQuote(hostile), IssuerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := iss.Issue(t.Context(), testUserData); err == nil {
+		t.Fatalf("Issue accepted a hostile certificate table: %v", ev)
+	}
+}

@@ -21,20 +21,20 @@ import (
 	attestationv1 "github.com/cloister-dev/cloister/proto/attestation/v1"
 )
 
-// MaxEvidenceSize bounds the serialized attestation before it is decoded. A
+// maxEvidenceSize bounds the serialized attestation before it is decoded. A
 // report is 1184 bytes and each AMD certificate under 2 KiB.
-const MaxEvidenceSize = 64 << 10
+const maxEvidenceSize = 64 << 10
 
 // The checks of Validate, as named in *attestation.CheckError.
 const (
-	CheckChain       = "vcek-chain"
-	CheckChipID      = "chip-id"
-	CheckBinding     = "binding"
-	CheckDebug       = "debug"
-	CheckVMPL        = "vmpl"
-	CheckMeasurement = "measurement"
-	CheckTCB         = "tcb"
-	CheckProduct     = "product"
+	checkChain       = "vcek-chain"
+	checkChipID      = "chip-id"
+	checkBinding     = "binding"
+	checkDebug       = "debug"
+	checkVMPL        = "vmpl"
+	checkMeasurement = "measurement"
+	checkTCB         = "tcb"
+	checkProduct     = "product"
 )
 
 // ValidatorOptions are the optional settings of a Validator. The zero value
@@ -42,8 +42,9 @@ const (
 type ValidatorOptions struct {
 	// TrustedRoots maps a product line ("Milan", "Genoa", "Turin") to the
 	// AMD root certificates (ARK and ASK/ASVK) accepted for it. Nil means the
-	// real AMD roots embedded in go-sev-guest. An empty non-nil map is refused
-	// rather than read as "trust nothing" or "trust the defaults".
+	// real AMD roots embedded in go-sev-guest, for VCEK and VLEK chains. An
+	// empty non-nil map is refused rather than read as "trust nothing" or
+	// "trust the defaults".
 	TrustedRoots map[string][]*trust.AMDRootCerts
 	// Getter supplies VCEK certificates that the evidence lacks, usually a
 	// *CertCache (offline to keep Validate off the network). Nil refuses
@@ -65,8 +66,8 @@ type Validator struct {
 
 var _ attestation.Validator = (*Validator)(nil)
 
-// knownProducts are the product lines a policy may name.
-var knownProducts = []string{"Milan", "Genoa", "Turin"}
+// productLines are the product lines a policy may name.
+func productLines() []string { return []string{"Milan", "Genoa", "Turin"} }
 
 // NewValidator returns a Validator that enforces pol.
 func NewValidator(pol *policy.SNP, opts ValidatorOptions) (*Validator, error) {
@@ -77,11 +78,18 @@ func NewValidator(pol *policy.SNP, opts ValidatorOptions) (*Validator, error) {
 		return nil, fmt.Errorf("snp: policy measurement is %d bytes, want %d", len(pol.Measurement.Want), abi.MeasurementSize)
 	}
 	for _, p := range pol.Products {
-		if !slices.Contains(knownProducts, p) {
-			return nil, fmt.Errorf("snp: policy product %q is unknown: use one of %v", p, knownProducts)
+		if !slices.Contains(productLines(), p) {
+			return nil, fmt.Errorf("snp: policy product %q is unknown: use one of %v", p, productLines())
 		}
 	}
-	if opts.TrustedRoots != nil && len(opts.TrustedRoots) == 0 {
+	roots := opts.TrustedRoots
+	switch {
+	case roots == nil:
+		var err error
+		if roots, err = amdRoots(); err != nil {
+			return nil, err
+		}
+	case len(roots) == 0:
 		return nil, errors.New("snp: ValidatorOptions.TrustedRoots is empty: set it to nil to trust AMD's roots, or add roots")
 	}
 	now := opts.Now
@@ -90,7 +98,33 @@ func NewValidator(pol *policy.SNP, opts ValidatorOptions) (*Validator, error) {
 	}
 	p := *pol
 	p.Products = slices.Clone(pol.Products)
-	return &Validator{pol: p, roots: opts.TrustedRoots, getter: opts.Getter, now: now}, nil
+	return &Validator{pol: p, roots: roots, getter: opts.Getter, now: now}, nil
+}
+
+// amdRoots parses the real AMD roots embedded in go-sev-guest: for each
+// product line the ARK with the ASK (for VCEKs) and with the ASVK (for VLEKs,
+// which go-sev-guest's own default leaves out).
+func amdRoots() (map[string][]*trust.AMDRootCerts, error) {
+	bundles := map[string][2][]byte{
+		"Milan": {trust.AskArkMilanVcekBytes, trust.AskArkMilanVlekBytes},
+		"Genoa": {trust.AskArkGenoaVcekBytes, trust.AskArkGenoaVlekBytes},
+		"Turin": {trust.AskArkTurinVcekBytes, trust.AskArkTurinVlekBytes},
+	}
+	roots := make(map[string][]*trust.AMDRootCerts, len(bundles))
+	for line, b := range bundles {
+		vcek := &trust.AMDRootCerts{ProductLine: line}
+		// TrimSpace: one embedded bundle ends in extra newlines, which the
+		// strict KDS parser refuses.
+		if err := vcek.FromKDSCertBytes(bytes.TrimSpace(b[0])); err != nil || vcek.ProductCerts.Ask == nil || vcek.ProductCerts.Ark == nil {
+			return nil, fmt.Errorf("snp: internal error: embedded AMD %s VCEK roots: %v", line, err)
+		}
+		vlek := &trust.AMDRootCerts{ProductLine: line}
+		if err := vlek.FromKDSCertBytes(bytes.TrimSpace(b[1])); err != nil || vlek.ProductCerts.Asvk == nil || vlek.ProductCerts.Ark == nil {
+			return nil, fmt.Errorf("snp: internal error: embedded AMD %s VLEK roots: %v", line, err)
+		}
+		roots[line] = []*trust.AMDRootCerts{vcek, vlek}
+	}
+	return roots, nil
 }
 
 // Variant returns attestation.VariantSNP.
@@ -101,8 +135,8 @@ func (v *Validator) Variant() attestation.Variant { return attestation.VariantSN
 //
 //  1. userData is 1..64 bytes (a caller error otherwise);
 //  2. the evidence is sev-snp (ErrWrongVariant otherwise);
-//  3. it is at most MaxEvidenceSize bytes and decodes into a well-formed
-//     report (ErrMalformed otherwise); a missing VCEK is taken from
+//  3. it is at most 64 KiB and decodes into a well-formed report
+//     (ErrMalformed otherwise); a missing VCEK is taken from
 //     ValidatorOptions.Getter;
 //  4. "vcek-chain": the VCEK (or VLEK) chains to the trusted AMD roots of
 //     the report's product line, every certificate is valid at Now, and the
@@ -131,7 +165,7 @@ func (v *Validator) Validate(ctx context.Context, ev *attestationv1.Evidence, us
 		return nil, err
 	}
 	if err := fetchVCEK(ctx, v.getter, att); err != nil {
-		return nil, reject(CheckChain, "", "", err)
+		return nil, reject(checkChain, "", "", err)
 	}
 	report := att.GetReport()
 
@@ -140,40 +174,45 @@ func (v *Validator) Validate(ctx context.Context, ev *attestationv1.Evidence, us
 		Now:                 v.now(),
 		TrustedRoots:        v.roots,
 	}); err != nil {
-		return nil, reject(CheckChain, "", "", err)
+		return nil, reject(checkChain, "", "", err)
 	}
 	signer, err := abi.ParseSignerInfo(report.GetSignerInfo())
 	if err != nil {
-		return nil, reject(CheckChain, "", "", err)
+		return nil, reject(checkChain, "", "", err)
 	}
 	exts, err := endorsementKey(att, signer.SigningKey)
 	if err != nil {
-		return nil, reject(CheckChain, "", "", err)
+		return nil, reject(checkChain, "", "", err)
 	}
-	hardwareID := report.GetChipId()
+	// A VLEK is per platform, not per chip: then the report's CHIP_ID is the
+	// hardware ID, unless the guest masked it.
+	var hardwareID []byte
+	if !allZero(report.GetChipId()) {
+		hardwareID = report.GetChipId()
+	}
 	if signer.SigningKey == abi.VcekReportSigner {
 		if !allZero(report.GetChipId()) && !bytes.Equal(report.GetChipId(), exts.HWID) {
-			return nil, reject(CheckChipID, attestation.Hex(exts.HWID), attestation.Hex(report.GetChipId()), nil)
+			return nil, reject(checkChipID, attestation.Hex(exts.HWID), attestation.Hex(report.GetChipId()), nil)
 		}
 		hardwareID = exts.HWID
 	}
 
-	if err := checkBinding(report.GetReportData(), userData); err != nil {
+	if err := checkReportData(report.GetReportData(), userData); err != nil {
 		return nil, err
 	}
 	guestPolicy, err := abi.ParseSnpPolicy(report.GetPolicy())
 	if err != nil {
 		// decode already parsed it; this cannot happen.
-		return nil, reject(CheckDebug, "", "", err)
+		return nil, reject(checkDebug, "", "", err)
 	}
 	if guestPolicy.Debug {
-		return nil, reject(CheckDebug, "debug=false", "debug=true", nil)
+		return nil, reject(checkDebug, "debug=false", "debug=true", nil)
 	}
 	if report.GetVmpl() != 0 {
-		return nil, reject(CheckVMPL, "0", fmt.Sprint(report.GetVmpl()), nil)
+		return nil, reject(checkVMPL, "0", fmt.Sprint(report.GetVmpl()), nil)
 	}
 	var warnings []string
-	warning, err := v.pol.Measurement.Check(attestation.VariantSNP, CheckMeasurement, report.GetMeasurement())
+	warning, err := v.pol.Measurement.Check(attestation.VariantSNP, checkMeasurement, report.GetMeasurement())
 	if err != nil {
 		return nil, err
 	}
@@ -185,10 +224,10 @@ func (v *Validator) Validate(ctx context.Context, ev *attestationv1.Evidence, us
 	}
 	line, err := reportProductLine(report, exts, signer.SigningKey)
 	if err != nil {
-		return nil, reject(CheckProduct, "", "", err)
+		return nil, reject(checkProduct, "", "", err)
 	}
 	if len(v.pol.Products) > 0 && !slices.Contains(v.pol.Products, line) {
-		return nil, reject(CheckProduct, strings.Join(v.pol.Products, "|"), line, nil)
+		return nil, reject(checkProduct, strings.Join(v.pol.Products, "|"), line, nil)
 	}
 	return &attestation.Claims{
 		Variant: attestation.VariantSNP,
@@ -205,8 +244,8 @@ func (v *Validator) Validate(ctx context.Context, ev *attestationv1.Evidence, us
 // re-encoded to the bytes AMD signs and parsed back, so every field checked
 // later is exactly a field covered by the signature.
 func decode(b []byte) (*spb.Attestation, error) {
-	if len(b) > MaxEvidenceSize {
-		return nil, fmt.Errorf("sev-snp: %w: attestation is %d bytes, limit %d", attestation.ErrMalformed, len(b), MaxEvidenceSize)
+	if len(b) > maxEvidenceSize {
+		return nil, fmt.Errorf("sev-snp: %w: attestation is %d bytes, limit %d", attestation.ErrMalformed, len(b), maxEvidenceSize)
 	}
 	att := &spb.Attestation{}
 	if err := proto.Unmarshal(b, att); err != nil {
@@ -251,17 +290,17 @@ func endorsementKey(att *spb.Attestation, key abi.ReportSigner) (*kds.Extensions
 	return exts, nil
 }
 
-// checkBinding requires REPORT_DATA to be userData followed by zeros: the
+// checkReportData requires REPORT_DATA to be userData followed by zeros: the
 // padding is checked too, so no other value can ride along.
-func checkBinding(reportData, userData []byte) error {
+func checkReportData(reportData, userData []byte) error {
 	if len(reportData) != abi.ReportDataSize {
-		return reject(CheckBinding, fmt.Sprintf("%d bytes", abi.ReportDataSize), fmt.Sprintf("%d bytes", len(reportData)), nil)
+		return reject(checkBinding, fmt.Sprintf("%d bytes", abi.ReportDataSize), fmt.Sprintf("%d bytes", len(reportData)), nil)
 	}
 	if !bytes.Equal(reportData[:len(userData)], userData) {
-		return reject(CheckBinding, attestation.Hex(userData), attestation.Hex(reportData[:len(userData)]), nil)
+		return reject(checkBinding, attestation.Hex(userData), attestation.Hex(reportData[:len(userData)]), nil)
 	}
 	if pad := reportData[len(userData):]; !allZero(pad) {
-		return reject(CheckBinding, fmt.Sprintf("%d zero bytes of padding", len(pad)), attestation.Hex(pad), nil)
+		return reject(checkBinding, fmt.Sprintf("%d zero bytes of padding", len(pad)), attestation.Hex(pad), nil)
 	}
 	return nil
 }
@@ -282,12 +321,12 @@ func (v *Validator) checkTCB(report *spb.Report, certTCB kds.TCBVersion) error {
 	} {
 		p := kds.DecomposeTCBVersion(t.tcb)
 		if p.BlSpl < minimum.Bootloader || p.TeeSpl < minimum.TEE || p.SnpSpl < minimum.SNP || p.UcodeSpl < minimum.Microcode {
-			return reject(CheckTCB, formatTCB(">=", minimum.Bootloader, minimum.TEE, minimum.SNP, minimum.Microcode),
+			return reject(checkTCB, formatTCB(">=", minimum.Bootloader, minimum.TEE, minimum.SNP, minimum.Microcode),
 				t.name+" "+formatTCB("=", p.BlSpl, p.TeeSpl, p.SnpSpl, p.UcodeSpl), nil)
 		}
 	}
 	if uint64(certTCB) != report.GetReportedTcb() {
-		return reject(CheckTCB, fmt.Sprintf("vcek_tcb = reported_tcb 0x%016x", report.GetReportedTcb()), fmt.Sprintf("vcek_tcb 0x%016x", uint64(certTCB)), nil)
+		return reject(checkTCB, fmt.Sprintf("vcek_tcb = reported_tcb 0x%016x", report.GetReportedTcb()), fmt.Sprintf("vcek_tcb 0x%016x", uint64(certTCB)), nil)
 	}
 	return nil
 }

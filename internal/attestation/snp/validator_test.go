@@ -3,6 +3,7 @@ package snp
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -49,6 +50,45 @@ func TestValidateGenoaFakeDevice(t *testing.T) {
 	ev := amd.issue(t, testUserData, nil)
 	if _, err := amd.validator(t, testPolicy(), ValidatorOptions{}).Validate(t.Context(), ev, testUserData); err != nil {
 		t.Fatalf("Validate: %v", err)
+	}
+}
+
+func TestValidateVLEKFakeDevice(t *testing.T) {
+	amd := newFakeAMD(t, fakeAMDOptions{})
+	ev := amd.issue(t, testUserData, signWithVLEK)
+	claims, err := amd.validator(t, testPolicy(), ValidatorOptions{}).Validate(t.Context(), ev, testUserData)
+	if err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if got := claims.Measurements["measurement"]; !bytes.Equal(got, testMeasurement) {
+		t.Errorf("claims measurement %x, want %x", got, testMeasurement)
+	}
+}
+
+// signWithVLEK makes the fake device sign with its VLEK, as on clouds that
+// provision one per platform instead of using the chip's VCEK.
+func signWithVLEK(r *spb.Report) {
+	r.SignerInfo = abi.ComposeSignerInfo(abi.SignerInfo{SigningKey: abi.VlekReportSigner})
+	r.ChipId = make([]byte, abi.ChipIDSize)
+}
+
+func TestAMDRootsCoverVCEKAndVLEK(t *testing.T) {
+	roots, err := amdRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range productLines() {
+		var ask, asvk bool
+		for _, r := range roots[line] {
+			if r.ProductCerts.Ark == nil {
+				t.Errorf("%s root without ARK", line)
+			}
+			ask = ask || r.ProductCerts.Ask != nil
+			asvk = asvk || r.ProductCerts.Asvk != nil
+		}
+		if !ask || !asvk {
+			t.Errorf("%s roots: ASK %v, ASVK %v; want both", line, ask, asvk)
+		}
 	}
 }
 
@@ -106,41 +146,41 @@ func TestValidateRejectsAttacks(t *testing.T) {
 			name:      "launch measurement differs from the policy",
 			ev:        good,
 			pol:       otherMeasurement,
-			wantCheck: CheckMeasurement,
+			wantCheck: checkMeasurement,
 		},
 		{
 			name:      "report replayed for another userData",
 			ev:        good,
 			userData:  []byte("a fresh TLS session's binding"),
-			wantCheck: CheckBinding,
+			wantCheck: checkBinding,
 		},
 		{
 			name:      "non-zero padding after userData in REPORT_DATA",
 			ev:        paddedEvidence(),
-			wantCheck: CheckBinding,
+			wantCheck: checkBinding,
 		},
 		{
 			name:      "VCEK chains to an untrusted fake AMD root",
 			ev:        rogue.issue(t, testUserData, nil),
-			wantCheck: CheckChain,
+			wantCheck: checkChain,
 		},
 		{
 			name:      "fake chain checked against the real AMD roots",
 			ev:        good,
 			opts:      ValidatorOptions{TrustedRoots: realRoots(t)},
-			wantCheck: CheckChain,
+			wantCheck: checkChain,
 		},
 		{
 			name:      "VCEK expired",
 			ev:        expired.issue(t, testUserData, nil),
 			opts:      ValidatorOptions{TrustedRoots: expired.roots},
-			wantCheck: CheckChain,
+			wantCheck: checkChain,
 		},
 		{
 			name:      "Milan evidence, policy allows only Genoa",
 			ev:        good,
 			pol:       genoaOnly,
-			wantCheck: CheckProduct,
+			wantCheck: checkProduct,
 		},
 		{
 			name: "platform TCB below the minimum (with a matching VCEK)",
@@ -148,13 +188,13 @@ func TestValidateRejectsAttacks(t *testing.T) {
 				r.CurrentTcb, r.ReportedTcb, r.CommittedTcb, r.LaunchTcb = uint64(lowComposed), uint64(lowComposed), uint64(lowComposed), uint64(lowComposed)
 			}),
 			opts:      ValidatorOptions{TrustedRoots: oldPlatform.roots},
-			wantCheck: CheckTCB,
+			wantCheck: checkTCB,
 		},
 		{
 			name:      "VCEK TCB below the minimum",
 			ev:        lowVCEK.issue(t, testUserData, nil),
 			opts:      ValidatorOptions{TrustedRoots: lowVCEK.roots},
-			wantCheck: CheckTCB,
+			wantCheck: checkTCB,
 		},
 		{
 			name: "reported TCB is not the VCEK's",
@@ -164,26 +204,26 @@ func TestValidateRejectsAttacks(t *testing.T) {
 				tcb, _ := kds.ComposeTCBParts(higher)
 				r.ReportedTcb = uint64(tcb)
 			}),
-			wantCheck: CheckTCB,
+			wantCheck: checkTCB,
 		},
 		{
 			name: "guest policy allows debugging",
 			ev: amd.issue(t, testUserData, func(r *spb.Report) {
 				r.Policy = abi.SnpPolicyToBytes(abi.SnpPolicy{ABIMajor: 1, SMT: true, Debug: true})
 			}),
-			wantCheck: CheckDebug,
+			wantCheck: checkDebug,
 		},
 		{
 			name:      "report requested at VMPL 1",
 			ev:        amd.issue(t, testUserData, func(r *spb.Report) { r.Vmpl = 1 }),
-			wantCheck: CheckVMPL,
+			wantCheck: checkVMPL,
 		},
 		{
 			name: "report CHIP_ID is not the VCEK's",
 			ev: amd.issue(t, testUserData, func(r *spb.Report) {
 				r.ChipId = bytes.Repeat([]byte{0xee}, abi.ChipIDSize)
 			}),
-			wantCheck: CheckChipID,
+			wantCheck: checkChipID,
 		},
 		{
 			name: "measurement changed after signing",
@@ -191,23 +231,29 @@ func TestValidateRejectsAttacks(t *testing.T) {
 				a.Report.Measurement = bytes.Repeat([]byte{0x9a}, abi.MeasurementSize)
 			}),
 			pol:       otherMeasurement,
-			wantCheck: CheckChain,
+			wantCheck: checkChain,
 		},
 		{
 			name:      "signature tampered",
 			ev:        editAttestation(t, good, func(a *spb.Attestation) { a.Report.Signature[0] ^= 0x01 }),
-			wantCheck: CheckChain,
+			wantCheck: checkChain,
+		},
+		{
+			name:      "VLEK-signed report without its VLEK certificate",
+			ev:        editAttestation(t, amd.issue(t, testUserData, signWithVLEK), func(a *spb.Attestation) { a.CertificateChain.VlekCert = nil }),
+			opts:      ValidatorOptions{Getter: offlineCache(t)},
+			wantCheck: checkChain,
 		},
 		{
 			name:      "VCEK missing, no certificate getter",
 			ev:        editAttestation(t, good, func(a *spb.Attestation) { a.CertificateChain.VcekCert = nil }),
-			wantCheck: CheckChain,
+			wantCheck: checkChain,
 		},
 		{
 			name:      "VCEK missing, offline cache without it",
 			ev:        editAttestation(t, good, func(a *spb.Attestation) { a.CertificateChain.VcekCert = nil }),
 			opts:      ValidatorOptions{Getter: offlineCache(t)},
-			wantCheck: CheckChain,
+			wantCheck: checkChain,
 			wantErr:   ErrNotCached,
 		},
 		{
@@ -232,7 +278,7 @@ func TestValidateRejectsAttacks(t *testing.T) {
 		},
 		{
 			name:    "oversized evidence",
-			ev:      snpEvidence(make([]byte, MaxEvidenceSize+1)),
+			ev:      snpEvidence(make([]byte, maxEvidenceSize+1)),
 			wantErr: attestation.ErrMalformed,
 		},
 		{
@@ -453,4 +499,44 @@ func realRoots(tb testing.TB) map[string][]*trust.AMDRootCerts {
 		roots[line] = []*trust.AMDRootCerts{r}
 	}
 	return roots
+}
+
+// A version 2 report names no processor: the validator takes the product
+// from the VCEK, and a missing VCEK is looked up by the host's platform info.
+func TestValidateVersion2ReportFakeDevice(t *testing.T) {
+	amd := newFakeAMD(t, fakeAMDOptions{productName: "Genoa-B1"})
+	ev := amd.issue(t, testUserData, func(r *spb.Report) { r.Version, r.Cpuid1EaxFms = 2, 0 })
+	milanOnly := testPolicy()
+	milanOnly.Products = []string{"Milan"}
+	_, err := amd.validator(t, milanOnly, ValidatorOptions{}).Validate(t.Context(), ev, testUserData)
+	if ce := (*attestation.CheckError)(nil); !errors.As(err, &ce) || ce.Check != checkProduct {
+		t.Fatalf("Validate of Genoa evidence against a Milan-only policy: %v, want a product rejection", err)
+	}
+	// The host supplies no VCEK; go-sev-guest's fake provider then adds
+	// the platform info entry, as the Linux providers do.
+	rd := pad(testUserData)
+	r := amd.report(t, rd)
+	r.Version, r.Cpuid1EaxFms = 2, 0
+	qp := amd.device(t, rd, r)
+	table := new(abi.CertTable)
+	if err := table.Unmarshal(qp.Device.Certs); err != nil {
+		t.Fatal(err)
+	}
+	table.Entries = slices.DeleteFunc(table.Entries, func(e abi.CertTableEntry) bool { return e.GUID.String() == abi.VcekGUID })
+	qp.Device.Certs = table.Marshal()
+	iss, err := NewIssuer(qp, IssuerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noVCEK, err := iss.Issue(t.Context(), testUserData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := NewCertCache(t.TempDir(), CertCacheOptions{Upstream: fakeKDS(t, amd)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := amd.validator(t, testPolicy(), ValidatorOptions{Getter: cache}).Validate(t.Context(), noVCEK, testUserData); err != nil {
+		t.Fatalf("Validate with the VCEK from the fake KDS: %v", err)
+	}
 }
