@@ -56,7 +56,10 @@ type Credentials struct {
 	cert             tls.Certificate
 }
 
-var _ credentials.TransportCredentials = (*Credentials)(nil)
+var (
+	_ credentials.TransportCredentials = (*Credentials)(nil)
+	_ credentials.AuthInfo             = (*AuthInfo)(nil)
+)
 
 // NewCredentials checks cfg and generates this side's ephemeral certificate.
 func NewCredentials(cfg Config) (*Credentials, error) {
