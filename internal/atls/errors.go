@@ -16,7 +16,7 @@ import (
 )
 
 // ErrUnattestedPeer is wrapped by the handshake error of a side that requires
-// attestation when the peer sent no evidence (or ignored a challenge).
+// attestation when the peer sent no_evidence.
 var ErrUnattestedPeer = errors.New("peer sent no evidence")
 
 // tlsError is a failed TLS handshake: the peer offered a version, cipher or
