@@ -63,6 +63,9 @@ func TestValidateVLEKFakeDevice(t *testing.T) {
 	if got := claims.Measurements["measurement"]; !bytes.Equal(got, testMeasurement) {
 		t.Errorf("claims measurement %x, want %x", got, testMeasurement)
 	}
+	if claims.HardwareID != nil {
+		t.Errorf("claims hardware ID %x for a VLEK report with a masked chip ID, want none", claims.HardwareID)
+	}
 }
 
 // signWithVLEK makes the fake device sign with its VLEK, as on clouds that
