@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"testing"
@@ -251,6 +252,17 @@ func TestValidateRejects(t *testing.T) {
 			wantCheck: "signature",
 		},
 		{name: "truncated bytes", ev: tdxEvidence(valid[:len(valid)/2]), wantErr: attestation.ErrMalformed},
+		{
+			// go-tdx-guest slices by this field without checking it.
+			name: "certification data size field lies",
+			ev: tdxEvidence(func() []byte {
+				b := bytes.Clone(valid[:0x3fc])
+				binary.LittleEndian.PutUint32(b[0x278:], 0x80+6+0x10)
+				binary.LittleEndian.PutUint32(b[offsetSignature+0x80+2:], 0x10)
+				return b
+			}()),
+			wantErr: attestation.ErrMalformed,
+		},
 		{name: "garbage bytes", ev: tdxEvidence(bytes.Repeat([]byte{0x04, 0x00, 0xff}, 2000)), wantErr: attestation.ErrMalformed},
 		{name: "oversized quote", ev: tdxEvidence(append(bytes.Clone(valid), make([]byte, 64<<10)...)), wantErr: attestation.ErrMalformed},
 		{name: "empty quote", ev: tdxEvidence([]byte{}), wantErr: attestation.ErrMalformed},

@@ -1,10 +1,12 @@
 package tdxtest_test
 
 import (
+	"crypto/x509"
 	"testing"
 	"time"
 
 	"github.com/google/go-tdx-guest/abi"
+	"github.com/google/go-tdx-guest/pcs"
 	"github.com/google/go-tdx-guest/verify"
 
 	"github.com/cloister-dev/cloister/internal/attestation/tdx/tdxtest"
@@ -36,5 +38,55 @@ func TestFakeQuoteVerifiesAgainstFakeRoot(t *testing.T) {
 	}
 	if err := verify.TdxQuote(q, &verify.Options{TrustedRoots: other.Pool(), Now: now}); err == nil {
 		t.Error("fake quote verified against another fake root")
+	}
+}
+
+// TestFakeChainIsIntelShaped pins what go-tdx-guest demands of a PCK chain,
+// so that a change in the fake shows up here rather than as a confusing
+// verification failure elsewhere.
+func TestFakeChainIsIntelShaped(t *testing.T) {
+	chain, err := tdxtest.NewChain(tdxtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := chain.QuoteProvider(tdxtest.Body{}).GetRawQuote([64]byte{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := abi.QuoteToProto(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pck, err := verify.ExtractChainFromQuote(parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cert *x509.Certificate
+		cn   string
+	}{
+		{pck.RootCertificate, "Intel SGX Root CA"},
+		{pck.IntermediateCertificate, "Intel SGX PCK Platform CA"},
+		{pck.PCKCertificate, "Intel SGX PCK Certificate"},
+	} {
+		if c.cert.Subject.CommonName != c.cn {
+			t.Errorf("certificate CN = %q, want %q", c.cert.Subject.CommonName, c.cn)
+		}
+		if c.cert.SignatureAlgorithm != x509.ECDSAWithSHA256 {
+			t.Errorf("%s: signature algorithm %v, want ECDSA-SHA256", c.cn, c.cert.SignatureAlgorithm)
+		}
+	}
+	if !pck.RootCertificate.Equal(chain.Root()) {
+		t.Error("quote's root is not Chain.Root")
+	}
+	if n := len(pck.PCKCertificate.Extensions); n != 6 {
+		t.Errorf("PCK leaf has %d extensions, want 6", n)
+	}
+	exts, err := pcs.PckCertificateExtensions(pck.PCKCertificate)
+	if err != nil {
+		t.Fatalf("PCK leaf SGX extension: %v", err)
+	}
+	if exts.FMSPC != "50806f000000" {
+		t.Errorf("FMSPC = %q, want the sample platform's 50806f000000", exts.FMSPC)
 	}
 }
