@@ -40,10 +40,10 @@ func TestNewCredentialsRefusesUnsafeConfig(t *testing.T) {
 		{name: "zero config neither attests nor verifies", cfg: Config{}},
 		{name: "issuer without validators and without AcceptUnattestedPeer", cfg: Config{Issuer: insecuredev.NewIssuer()}},
 		{name: "AcceptUnattestedPeer without issuer", cfg: Config{AcceptUnattestedPeer: true}},
-		{name: "validators and AcceptUnattestedPeer together", cfg: Config{Issuer: insecuredev.NewIssuer(), Validators: validators, AcceptUnattestedPeer: true}},
-		{name: "negative handshake timeout", cfg: Config{Validators: validators, HandshakeTimeout: -time.Second}},
-		{name: "validator registered under another variant", cfg: Config{Validators: attestation.Validators{attestation.VariantTPM: validators[attestation.VariantInsecureDev]}}},
-		{name: "nil validator", cfg: Config{Validators: attestation.Validators{attestation.VariantTPM: nil}}},
+		{name: "validators and AcceptUnattestedPeer together", cfg: Config{Issuer: insecuredev.NewIssuer(), Verifier: validators, AcceptUnattestedPeer: true}},
+		{name: "negative handshake timeout", cfg: Config{Verifier: validators, HandshakeTimeout: -time.Second}},
+		{name: "validator registered under another variant", cfg: Config{Verifier: attestation.Validators{attestation.VariantTPM: validators[attestation.VariantInsecureDev]}}},
+		{name: "nil validator", cfg: Config{Verifier: attestation.Validators{attestation.VariantTPM: nil}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,8 +53,8 @@ func TestNewCredentialsRefusesUnsafeConfig(t *testing.T) {
 		})
 	}
 	for name, cfg := range map[string]Config{
-		"mutual":                   {Issuer: insecuredev.NewIssuer(), Validators: validators},
-		"verify-only client":       {Validators: validators},
+		"mutual":                   {Issuer: insecuredev.NewIssuer(), Verifier: validators},
+		"verify-only client":       {Verifier: validators},
 		"attest-only server (CLI)": {Issuer: insecuredev.NewIssuer(), AcceptUnattestedPeer: true},
 	} {
 		if _, err := NewCredentials(cfg); err != nil {
@@ -98,7 +98,7 @@ func TestMutualInsecureDevRoundTrip(t *testing.T) {
 
 func TestVerifyOnlyClientInsecureDev(t *testing.T) {
 	srv := startTestServer(t, Config{Issuer: insecuredev.NewIssuer(), AcceptUnattestedPeer: true})
-	cli := dialTestClient(t, srv.addr, Config{Validators: insecureDevValidators(t)})
+	cli := dialTestClient(t, srv.addr, Config{Verifier: insecureDevValidators(t)})
 	resp, serverClaims, err := cli.get(testContext(t))
 	if err != nil {
 		t.Fatalf("Get: %v", err)
@@ -129,8 +129,8 @@ func captureSession(t *testing.T) (clientEv, serverEv *attestationv1.Evidence) {
 	t.Helper()
 	serverIssuer := &capturingIssuer{Issuer: insecuredev.NewIssuer()}
 	clientIssuer := &capturingIssuer{Issuer: insecuredev.NewIssuer()}
-	srv := startTestServer(t, Config{Issuer: serverIssuer, Validators: insecureDevValidators(t)})
-	cli := dialTestClient(t, srv.addr, Config{Issuer: clientIssuer, Validators: insecureDevValidators(t)})
+	srv := startTestServer(t, Config{Issuer: serverIssuer, Verifier: insecureDevValidators(t)})
+	cli := dialTestClient(t, srv.addr, Config{Issuer: clientIssuer, Verifier: insecureDevValidators(t)})
 	if _, _, err := cli.get(testContext(t)); err != nil {
 		t.Fatalf("capturing session: %v", err)
 	}
@@ -157,55 +157,55 @@ func TestAttacksRefused(t *testing.T) {
 		{
 			name:      "client evidence relayed from another TLS session",
 			server:    mutualInsecureDevConfig(t),
-			client:    Config{Issuer: &relayingIssuer{tb: t, role: roleClient}, Validators: validators},
+			client:    Config{Issuer: &relayingIssuer{tb: t, role: roleClient}, Verifier: validators},
 			refusedBy: roleServer, wantCheck: "binding",
 		},
 		{
 			name:      "client evidence replayed from an earlier session",
 			server:    mutualInsecureDevConfig(t),
-			client:    Config{Issuer: &replayingIssuer{ev: capturedClientEv}, Validators: validators},
+			client:    Config{Issuer: &replayingIssuer{ev: capturedClientEv}, Verifier: validators},
 			refusedBy: roleServer, wantCheck: "binding",
 		},
 		{
 			name:      "server evidence relayed from another TLS session",
-			server:    Config{Issuer: &relayingIssuer{tb: t, role: roleServer}, Validators: validators},
+			server:    Config{Issuer: &relayingIssuer{tb: t, role: roleServer}, Verifier: validators},
 			client:    mutualInsecureDevConfig(t),
 			refusedBy: roleClient, wantCheck: "binding",
 		},
 		{
 			name:      "server evidence replayed from an earlier session",
 			server:    Config{Issuer: &replayingIssuer{ev: capturedServerEv}, AcceptUnattestedPeer: true},
-			client:    Config{Validators: validators},
+			client:    Config{Verifier: validators},
 			refusedBy: roleClient, wantCheck: "binding",
 		},
 		{
 			name:      "client evidence of a variant the server does not accept",
-			server:    Config{Issuer: insecuredev.NewIssuer(), Validators: mustValidators(t, fakeTPMValidator{})},
+			server:    Config{Issuer: insecuredev.NewIssuer(), Verifier: mustValidators(t, fakeTPMValidator{})},
 			client:    mutualInsecureDevConfig(t),
 			refusedBy: roleServer, wantErr: attestation.ErrWrongVariant,
 		},
 		{
 			name:      "client evidence labelled insecure-dev carrying a tpm report",
 			server:    mutualInsecureDevConfig(t),
-			client:    Config{Issuer: fakeMislabellingIssuer{}, Validators: validators},
+			client:    Config{Issuer: fakeMislabellingIssuer{}, Verifier: validators},
 			refusedBy: roleServer, wantErr: attestation.ErrWrongVariant,
 		},
 		{
 			name:      "server evidence of a variant the client does not accept",
 			server:    Config{Issuer: insecuredev.NewIssuer(), AcceptUnattestedPeer: true},
-			client:    Config{Validators: mustValidators(t, fakeTPMValidator{})},
+			client:    Config{Verifier: mustValidators(t, fakeTPMValidator{})},
 			refusedBy: roleClient, wantErr: attestation.ErrWrongVariant,
 		},
 		{
 			name:      "unattested client when the server requires attestation",
 			server:    mutualInsecureDevConfig(t),
-			client:    Config{Validators: validators},
+			client:    Config{Verifier: validators},
 			refusedBy: roleServer, wantErr: ErrUnattestedPeer,
 		},
 		{
 			name:      "fake challenge answered wrongly",
-			server:    Config{Issuer: insecuredev.NewIssuer(), Validators: mustValidators(t, fakeChallengeValidator{validators[attestation.VariantInsecureDev]})},
-			client:    Config{Issuer: fakeResponderIssuer{Issuer: insecuredev.NewIssuer(), wrongAnswer: true}, Validators: validators},
+			server:    Config{Issuer: insecuredev.NewIssuer(), Verifier: mustValidators(t, fakeChallengeValidator{validators[attestation.VariantInsecureDev]})},
+			client:    Config{Issuer: fakeResponderIssuer{Issuer: insecuredev.NewIssuer(), wrongAnswer: true}, Verifier: validators},
 			refusedBy: roleServer, wantCheck: "activation",
 		},
 	}
@@ -246,7 +246,7 @@ func TestAttacksRefused(t *testing.T) {
 }
 
 func TestServerRejectionReasonReachesClientRPCError(t *testing.T) {
-	srv := startTestServer(t, Config{Issuer: insecuredev.NewIssuer(), Validators: mustValidators(t, fakeRejectingValidator{})})
+	srv := startTestServer(t, Config{Issuer: insecuredev.NewIssuer(), Verifier: mustValidators(t, fakeRejectingValidator{})})
 	cli := dialTestClient(t, srv.addr, mutualInsecureDevConfig(t))
 	_, _, rpcErr := cli.get(testContext(t))
 	if rpcErr == nil {
@@ -269,8 +269,8 @@ func TestServerRejectionReasonReachesClientRPCError(t *testing.T) {
 func TestFakeChallengeRoundAccepted(t *testing.T) {
 	validators := insecureDevValidators(t)
 	challenging := mustValidators(t, fakeChallengeValidator{validators[attestation.VariantInsecureDev]})
-	srv := startTestServer(t, Config{Issuer: fakeResponderIssuer{Issuer: insecuredev.NewIssuer()}, Validators: challenging})
-	cli := dialTestClient(t, srv.addr, Config{Issuer: fakeResponderIssuer{Issuer: insecuredev.NewIssuer()}, Validators: challenging})
+	srv := startTestServer(t, Config{Issuer: fakeResponderIssuer{Issuer: insecuredev.NewIssuer()}, Verifier: challenging})
+	cli := dialTestClient(t, srv.addr, Config{Issuer: fakeResponderIssuer{Issuer: insecuredev.NewIssuer()}, Verifier: challenging})
 	resp, serverClaims, err := cli.get(testContext(t))
 	if err != nil {
 		t.Fatalf("Get: %v", err)
@@ -282,7 +282,7 @@ func TestFakeChallengeRoundAccepted(t *testing.T) {
 
 func TestFakeChallengeToIssuerThatCannotRespond(t *testing.T) {
 	validators := insecureDevValidators(t)
-	srv := startTestServer(t, Config{Issuer: insecuredev.NewIssuer(), Validators: mustValidators(t, fakeChallengeValidator{validators[attestation.VariantInsecureDev]})})
+	srv := startTestServer(t, Config{Issuer: insecuredev.NewIssuer(), Verifier: mustValidators(t, fakeChallengeValidator{validators[attestation.VariantInsecureDev]})})
 	cli := dialTestClient(t, srv.addr, mutualInsecureDevConfig(t))
 	if _, _, err := cli.get(testContext(t)); err == nil {
 		t.Fatal("RPC succeeded without a challenge response")
@@ -397,7 +397,7 @@ func TestHandWrittenClientAttacksRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			addr, errs := handshakeOnce(t, Config{Issuer: insecuredev.NewIssuer(), Validators: insecureDevValidators(t), HandshakeTimeout: 5 * time.Second})
+			addr, errs := handshakeOnce(t, Config{Issuer: insecuredev.NewIssuer(), Verifier: insecureDevValidators(t), HandshakeTimeout: 5 * time.Second})
 			conn, exporter := dialRawTLS(t, addr)
 			if _, err := conn.Write(tt.send(t, exporter)); err != nil {
 				t.Fatalf("writing: %v", err)
@@ -430,7 +430,7 @@ func TestHandWrittenClientAttacksRefused(t *testing.T) {
 func TestSilentPeerTimesOut(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	t.Run("client silent before TLS", func(t *testing.T) {
-		addr, errs := handshakeOnce(t, Config{Issuer: insecuredev.NewIssuer(), Validators: insecureDevValidators(t), HandshakeTimeout: timeout})
+		addr, errs := handshakeOnce(t, Config{Issuer: insecuredev.NewIssuer(), Verifier: insecureDevValidators(t), HandshakeTimeout: timeout})
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -439,12 +439,12 @@ func TestSilentPeerTimesOut(t *testing.T) {
 		assertTimedOut(t, waitError(t, errs))
 	})
 	t.Run("client silent after TLS", func(t *testing.T) {
-		addr, errs := handshakeOnce(t, Config{Issuer: insecuredev.NewIssuer(), Validators: insecureDevValidators(t), HandshakeTimeout: timeout})
+		addr, errs := handshakeOnce(t, Config{Issuer: insecuredev.NewIssuer(), Verifier: insecureDevValidators(t), HandshakeTimeout: timeout})
 		dialRawTLS(t, addr)
 		assertTimedOut(t, waitError(t, errs))
 	})
 	t.Run("server silent after TLS", func(t *testing.T) {
-		srvCreds := mustCredentials(t, Config{Validators: insecureDevValidators(t)})
+		srvCreds := mustCredentials(t, Config{Verifier: insecureDevValidators(t)})
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -466,7 +466,7 @@ func TestSilentPeerTimesOut(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := mustCredentials(t, Config{Issuer: insecuredev.NewIssuer(), Validators: insecureDevValidators(t), HandshakeTimeout: timeout})
+		c := mustCredentials(t, Config{Issuer: insecuredev.NewIssuer(), Verifier: insecureDevValidators(t), HandshakeTimeout: timeout})
 		start := time.Now()
 		_, _, err = c.ClientHandshake(context.Background(), "", raw)
 		assertTimedOut(t, err)

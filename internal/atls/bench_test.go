@@ -124,6 +124,6 @@ func BenchmarkHandshake(b *testing.B) {
 		benchmarkHandshake(b, mutualInsecureDevConfig(b), mutualInsecureDevConfig(b))
 	})
 	b.Run("verify-only-client-insecure-dev", func(b *testing.B) {
-		benchmarkHandshake(b, Config{Issuer: insecuredev.NewIssuer(), AcceptUnattestedPeer: true}, Config{Validators: insecureDevValidators(b)})
+		benchmarkHandshake(b, Config{Issuer: insecuredev.NewIssuer(), AcceptUnattestedPeer: true}, Config{Verifier: insecureDevValidators(b)})
 	})
 }

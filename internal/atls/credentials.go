@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/cloister-dev/cloister/internal/attestation"
+	attestationv1 "github.com/cloister-dev/cloister/proto/attestation/v1"
 )
 
 // DefaultHandshakeTimeout bounds a handshake when Config.HandshakeTimeout is
@@ -32,9 +33,11 @@ type Config struct {
 	// no_evidence (the operator's CLI). If a peer's validator challenges the
 	// evidence, Issuer must implement attestation.Responder.
 	Issuer attestation.Issuer
-	// Validators verify the peer's evidence. Required unless
+	// Verifier verifies the peer's evidence: an attestation.Validators
+	// registry, or anything that dispatches like one (the join service's
+	// policy-reloading verifier). Required unless
 	// AcceptUnattestedPeer is set.
-	Validators attestation.Validators
+	Verifier Verifier
 	// AcceptUnattestedPeer lets a peer through without verifying it at all:
 	// for a node's server that the operator's CLI calls (init, recovery).
 	// Its evidence, if any, is ignored and PeerClaims reports nothing. It
@@ -46,11 +49,30 @@ type Config struct {
 	HandshakeTimeout time.Duration
 }
 
+// Verifier checks a peer's evidence. attestation.Validators implements it.
+// Validate's error contract is attestation.Validator's; Challenge returns nil
+// when the evidence needs no activation round.
+type Verifier interface {
+	Validate(ctx context.Context, ev *attestationv1.Evidence, userData []byte) (*attestation.Claims, error)
+	Challenge(ctx context.Context, ev *attestationv1.Evidence, userData []byte) (*attestationv1.ActivationChallenge, error)
+}
+
+var _ Verifier = attestation.Validators(nil)
+
+// isEmpty reports whether v verifies nothing: nil, or an empty registry.
+func isEmpty(v Verifier) bool {
+	if v == nil {
+		return true
+	}
+	reg, ok := v.(attestation.Validators)
+	return ok && len(reg) == 0
+}
+
 // Credentials are gRPC transport credentials for attested TLS. The same
 // value serves as client and as server credentials.
 type Credentials struct {
 	issuer           attestation.Issuer
-	validators       attestation.Validators
+	verifier         Verifier
 	acceptUnattested bool
 	timeout          time.Duration
 	cert             tls.Certificate
@@ -65,17 +87,18 @@ var (
 func NewCredentials(cfg Config) (*Credentials, error) {
 	switch {
 	case cfg.Issuer == nil && cfg.AcceptUnattestedPeer:
-		return nil, errors.New("atls: config neither attests nor verifies: set Config.Issuer, or Config.Validators instead of AcceptUnattestedPeer")
-	case len(cfg.Validators) == 0 && !cfg.AcceptUnattestedPeer:
-		return nil, errors.New("atls: no validators: set Config.Validators to verify the peer, or Config.AcceptUnattestedPeer for a peer that need not attest (the CLI)")
-	case len(cfg.Validators) > 0 && cfg.AcceptUnattestedPeer:
-		return nil, errors.New("atls: Config.Validators and Config.AcceptUnattestedPeer exclude each other: set one")
+		return nil, errors.New("atls: config neither attests nor verifies: set Config.Issuer, or Config.Verifier instead of AcceptUnattestedPeer")
+	case isEmpty(cfg.Verifier) && !cfg.AcceptUnattestedPeer:
+		return nil, errors.New("atls: no verifier: set Config.Verifier to verify the peer, or Config.AcceptUnattestedPeer for a peer that need not attest (the CLI)")
+	case !isEmpty(cfg.Verifier) && cfg.AcceptUnattestedPeer:
+		return nil, errors.New("atls: Config.Verifier and Config.AcceptUnattestedPeer exclude each other: set one")
 	case cfg.HandshakeTimeout < 0:
 		return nil, fmt.Errorf("atls: Config.HandshakeTimeout is negative (%v): set a positive duration, or zero for %v", cfg.HandshakeTimeout, DefaultHandshakeTimeout)
 	}
-	for variant, v := range cfg.Validators {
+	reg, _ := cfg.Verifier.(attestation.Validators)
+	for variant, v := range reg {
 		if v == nil || v.Variant() != variant {
-			return nil, fmt.Errorf("atls: Config.Validators[%q] is not a validator of that variant: build it with attestation.NewValidators", variant)
+			return nil, fmt.Errorf("atls: Config.Verifier[%q] is not a validator of that variant: build it with attestation.NewValidators", variant)
 		}
 	}
 	cert, err := newCertificate()
@@ -84,7 +107,7 @@ func NewCredentials(cfg Config) (*Credentials, error) {
 	}
 	c := &Credentials{
 		issuer:           cfg.Issuer,
-		validators:       cfg.Validators,
+		verifier:         cfg.Verifier,
 		acceptUnattested: cfg.AcceptUnattestedPeer,
 		timeout:          cfg.HandshakeTimeout,
 		cert:             cert,
@@ -157,7 +180,7 @@ func (c *Credentials) handshake(ctx context.Context, conn *tls.Conn, role string
 	if err != nil {
 		return nil, nil, fmt.Errorf("atls: %s handshake: exporting keying material: %w", role, err)
 	}
-	x := &exchange{conn: conn, exporter: exporter, issuer: c.issuer, validators: c.validators, acceptUnattested: c.acceptUnattested}
+	x := &exchange{conn: conn, exporter: exporter, issuer: c.issuer, verifier: c.verifier, acceptUnattested: c.acceptUnattested}
 	var claims *attestation.Claims
 	if role == roleClient {
 		if err := x.attest(ctx, roleClient); err != nil {

@@ -32,14 +32,14 @@ func ExampleNewCredentials() {
 		log.Fatal(err)
 	}
 
-	serverCreds, err := atls.NewCredentials(atls.Config{Issuer: insecuredev.NewIssuer(), Validators: validators})
+	serverCreds, err := atls.NewCredentials(atls.Config{Issuer: insecuredev.NewIssuer(), Verifier: validators})
 	if err != nil {
 		log.Fatal(err)
 	}
 	srv := grpc.NewServer(grpc.Creds(serverCreds))
 	defer srv.Stop()
 
-	cliCreds, err := atls.NewCredentials(atls.Config{Validators: validators})
+	cliCreds, err := atls.NewCredentials(atls.Config{Verifier: validators})
 	if err != nil {
 		log.Fatal(err)
 	}

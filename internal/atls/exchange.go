@@ -48,7 +48,7 @@ type exchange struct {
 	conn             io.ReadWriter
 	exporter         []byte
 	issuer           attestation.Issuer
-	validators       attestation.Validators
+	verifier         Verifier
 	acceptUnattested bool
 }
 
@@ -152,7 +152,7 @@ func (x *exchange) verify(ctx context.Context, peerRole string) (*attestation.Cl
 
 // check runs the optional challenge round and validates ev against userData.
 func (x *exchange) check(ctx context.Context, ev *attestationv1.Evidence, userData []byte) (*attestation.Claims, error) {
-	ch, err := x.validators.Challenge(ctx, ev, userData)
+	ch, err := x.verifier.Challenge(ctx, ev, userData)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func (x *exchange) check(ctx context.Context, ev *attestationv1.Evidence, userDa
 		}
 		ev.TpmEndorsement.ActivatedSecret = resp.GetActivatedSecret()
 	}
-	return x.validators.Validate(ctx, ev, userData)
+	return x.verifier.Validate(ctx, ev, userData)
 }
 
 // refuse sends a refusal verdict whose reason is cause's text, and returns

@@ -44,14 +44,14 @@ func mustValidators(tb testing.TB, vs ...attestation.Validator) attestation.Vali
 	tb.Helper()
 	reg, err := attestation.NewValidators(vs...)
 	if err != nil {
-		tb.Fatalf("NewValidators: %v", err)
+		tb.Fatalf("NewVerifier: %v", err)
 	}
 	return reg
 }
 
 // mutualInsecureDevConfig attests and verifies with insecure-dev.
 func mutualInsecureDevConfig(tb testing.TB) Config {
-	return Config{Issuer: insecuredev.NewIssuer(), Validators: insecureDevValidators(tb)}
+	return Config{Issuer: insecuredev.NewIssuer(), Verifier: insecureDevValidators(tb)}
 }
 
 func mustCredentials(tb testing.TB, cfg Config) *Credentials {
@@ -227,7 +227,7 @@ func waitError(tb testing.TB, errs <-chan error) error {
 // handshake and returns the connection and its exporter.
 func dialRawTLS(tb testing.TB, addr string) (*tls.Conn, []byte) {
 	tb.Helper()
-	c := mustCredentials(tb, Config{Validators: insecureDevValidators(tb)})
+	c := mustCredentials(tb, Config{Verifier: insecureDevValidators(tb)})
 	conn, err := tls.Dial("tcp", addr, c.tlsConfig(false))
 	if err != nil {
 		tb.Fatalf("tls.Dial: %v", err)
@@ -246,7 +246,7 @@ func dialRawTLS(tb testing.TB, addr string) (*tls.Conn, []byte) {
 // middle holds of the session it relays from.
 func otherSessionExporter(tb testing.TB) []byte {
 	tb.Helper()
-	c := mustCredentials(tb, Config{Validators: insecureDevValidators(tb)})
+	c := mustCredentials(tb, Config{Verifier: insecureDevValidators(tb)})
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()

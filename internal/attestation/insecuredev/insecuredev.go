@@ -51,7 +51,7 @@ type Validator struct{}
 // It refuses a nil section: only a policy that explicitly allows insecure-dev
 // (`insecure-dev: {iUnderstandThisProvesNothing: true}`) enables it.
 func NewInsecureValidator(allowed *policy.InsecureDev) (*Validator, error) {
-	if allowed == nil {
+	if !allowed.Allowed() {
 		return nil, errors.New("insecure-dev: not allowed by policy: add `insecure-dev: {iUnderstandThisProvesNothing: true}` to the policy document, for local development only")
 	}
 	return &Validator{}, nil

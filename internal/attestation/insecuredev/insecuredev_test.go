@@ -34,6 +34,9 @@ func TestNewInsecureValidatorRefusesPolicyWithoutInsecureDev(t *testing.T) {
 	if _, err := NewInsecureValidator(nil); err == nil {
 		t.Fatal("NewInsecureValidator(nil) succeeded, want an error naming the policy section")
 	}
+	if _, err := NewInsecureValidator(&policy.InsecureDev{}); err == nil {
+		t.Fatal("NewInsecureValidator accepted an InsecureDev built in code, not parsed from a consenting policy")
+	}
 	pol, err := policy.Parse([]byte("version: 1\ntpm:\n  pcrs:\n    \"4\": {value: \"" + string(bytes.Repeat([]byte("00"), 32)) + "\"}\n"))
 	if err != nil {
 		t.Fatalf("parsing policy: %v", err)

@@ -107,7 +107,7 @@ func (p *parser) policy(f *file) *Policy {
 		if !f.InsecureDev.IUnderstandThisProvesNothing {
 			p.fail("insecure-dev.iUnderstandThisProvesNothing", "must be true to allow evidence that proves nothing")
 		}
-		pol.InsecureDev = &InsecureDev{}
+		pol.InsecureDev = &InsecureDev{consented: f.InsecureDev.IUnderstandThisProvesNothing}
 	}
 	if f.TPM == nil && f.SNP == nil && f.TDX == nil && f.InsecureDev == nil {
 		p.fail("(document)", "no variant section: add tpm, sev-snp or tdx")

@@ -91,9 +91,16 @@ type TDX struct {
 	MinimumTEETCBSVN []byte
 }
 
-// InsecureDev allows the insecure-dev variant. Its presence in a policy is
-// the only way to accept evidence that proves nothing.
-type InsecureDev struct{}
+// InsecureDev allows the insecure-dev variant. Only Parse makes a usable
+// one, from a document that says iUnderstandThisProvesNothing: true, so
+// evidence that proves nothing cannot be accepted by accident in code either.
+type InsecureDev struct {
+	consented bool
+}
+
+// Allowed reports whether the value came from a consenting policy document.
+// A zero InsecureDev{} built in code is not allowed.
+func (d *InsecureDev) Allowed() bool { return d != nil && d.consented }
 
 // String gives a one-line summary for logs.
 func (p *Policy) String() string {
