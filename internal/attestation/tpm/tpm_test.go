@@ -172,6 +172,17 @@ func TestSimulatorAdversarial(t *testing.T) {
 
 	otherCA := newFakePlatformCA(t, "fake untrusted CA")
 
+	// A genuine quote by the certified AK, but over PCRs 0-7 only.
+	narrowAK, err := client.AttestationKeyECC(sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	narrowQuote, err := narrowAK.Quote(tpm2.PCRSelection{Hash: tpm2.AlgSHA256, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7}}, userData)
+	narrowAK.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	type result struct {
 		ev       *attestationv1.Evidence
 		userData []byte
@@ -272,6 +283,22 @@ func TestSimulatorAdversarial(t *testing.T) {
 				})}
 			},
 			wantCheck: "quote",
+		},
+		{
+			name: "quote over PCRs 0-7 only (no latch)",
+			mk: func(t *testing.T) result {
+				return result{ev: mutateAttestation(t, good, func(a *attestpb.Attestation) { a.Quotes[sha256Quote(t, a)] = narrowQuote })}
+			},
+			wantCheck: "pcr-selection",
+		},
+		{
+			name: "AK certificate and EK endorsement at once",
+			mk: func(t *testing.T) result {
+				ev := proto.Clone(good).(*attestationv1.Evidence)
+				ev.TpmEndorsement = &attestationv1.TPMEndorsement{EkCertificate: otherCA.cert.Raw}
+				return result{ev: ev}
+			},
+			wantCheck: "ak-trust",
 		},
 		{
 			name: "tampered event log",
@@ -577,4 +604,21 @@ func TestSwtpmEndorsementRoundTrip(t *testing.T) {
 			t.Fatalf("Validate: %v", err)
 		}
 	})
+}
+
+func TestReadEventLog(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/binary_bios_measurements"
+	writeFile(t, path, string(realEventLog))
+	got, err := ReadEventLog(path)
+	if err != nil || !bytes.Equal(got, realEventLog) {
+		t.Fatalf("ReadEventLog = %d bytes, %v; want the %d-byte log", len(got), err, len(realEventLog))
+	}
+	writeFile(t, path, string(make([]byte, MaxEventLogSize+1)))
+	if _, err := ReadEventLog(path); err == nil {
+		t.Fatal("ReadEventLog accepted a log over MaxEventLogSize")
+	}
+	if _, err := ReadEventLog(dir + "/missing"); err == nil {
+		t.Fatal("ReadEventLog of a missing file succeeded")
+	}
 }
