@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -41,11 +42,16 @@ type CollateralCacheOptions struct {
 // Validate checks their signatures under the validator's trusted root and
 // their nextUpdate time, so a forged or stale entry fails validation rather
 // than passing it. A CollateralCache is safe for concurrent use.
+//
+// Validators record which FMSPCs they need (FMSPCs), so that a background
+// refresher fetches exactly those. Only quotes whose PCK chain and signatures
+// have verified reach the cache, so forged quotes cannot grow that list.
 type CollateralCache struct {
 	fetcher trust.HTTPSGetter
 
-	mu        sync.RWMutex
+	mu        sync.Mutex
 	responses map[string]pcsResponse // by Intel PCS URL
+	wanted    map[string]bool        // FMSPCs validators asked for
 }
 
 type pcsResponse struct {
@@ -55,7 +61,17 @@ type pcsResponse struct {
 
 // NewCollateralCache returns an empty cache.
 func NewCollateralCache(opts CollateralCacheOptions) *CollateralCache {
-	return &CollateralCache{fetcher: opts.Fetcher, responses: make(map[string]pcsResponse)}
+	return &CollateralCache{fetcher: opts.Fetcher, responses: make(map[string]pcsResponse), wanted: make(map[string]bool)}
+}
+
+// FMSPCs lists, sorted, the platforms (FMSPCs) whose TCB info validators
+// have asked for, found or not. A refresher calls Refresh for each of them
+// before their collateral goes stale; a new platform's first validation fails
+// with a "collateral" rejection until then.
+func (c *CollateralCache) FMSPCs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.wanted))
 }
 
 // AddTCBInfo stores a TDX TCB info response from Intel PCS
@@ -140,8 +156,11 @@ func (c *CollateralCache) put(url string, header map[string][]string, body []byt
 
 // get answers go-tdx-guest's collateral requests from memory only.
 func (c *CollateralCache) get(url string) (map[string][]string, []byte, error) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if fmspc, ok := strings.CutPrefix(url, pcs.TcbInfoURL("")); ok && isFMSPC(fmspc) {
+		c.wanted[fmspc] = true
+	}
 	r, ok := c.responses[url]
 	if !ok {
 		return nil, nil, fmt.Errorf("no collateral for %s in the cache: refresh or load it", url)

@@ -44,7 +44,11 @@ func TestCollateralCacheRefreshFromFakePCS(t *testing.T) {
 	if pcs.calls != 0 {
 		t.Fatalf("Validate called Intel PCS %d times; the hot path must not", pcs.calls)
 	}
-	if err := cache.Refresh(context.Background(), "50806F000000"); err != nil {
+	wanted := cache.FMSPCs()
+	if len(wanted) != 1 || wanted[0] != "50806f000000" {
+		t.Fatalf("FMSPCs() = %q, want the fake platform's [50806f000000]", wanted)
+	}
+	if err := cache.Refresh(context.Background(), strings.ToUpper(wanted[0])); err != nil {
 		t.Fatalf("Refresh: %v", err)
 	}
 	if _, err := v.Validate(context.Background(), ev, f.userData); err != nil {

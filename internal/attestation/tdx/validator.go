@@ -54,7 +54,8 @@ type ValidatorOptions struct {
 	// against Intel PCS collateral (TDX TCB info and QE identity) from this
 	// cache: only "UpToDate" is accepted. Nil means no TCB status check: only
 	// the PCK chain, the quote's signatures and the policy are checked, so a
-	// platform with known-vulnerable firmware still passes.
+	// platform with known-vulnerable firmware still passes. PCK certificate
+	// revocation (Intel's CRLs) is not checked either way.
 	Collateral *CollateralCache
 	// Now is the time certificates and collateral are checked at; nil means
 	// time.Now.
@@ -247,9 +248,11 @@ func (v *Validator) checkTCBSVN(got []byte) error {
 }
 
 // checkTCBStatus verifies the quote once more, now with collateral from the
-// cache, and reads the matching TCB levels. A non-UpToDate level is named as
-// such even when the verification also failed, because go-tdx-guest refuses
-// those levels with errors we cannot tell apart.
+// cache (go-tdx-guest keeps what it fetched in opts), and then reads the TCB
+// levels matching this platform from that collateral. A level other than
+// UpToDate is reported as "tcb-status" even when the verification failed
+// too, because go-tdx-guest refuses such levels with errors we cannot tell
+// apart from others; the quote is refused either way.
 func (v *Validator) checkTCBStatus(ctx context.Context, quote *pb.QuoteV4, now time.Time) error {
 	opts := v.verifyOptions(now)
 	opts.GetCollateral = true
