@@ -446,6 +446,12 @@ func TestSimulatorWarnModePCRMismatchPasses(t *testing.T) {
 	}
 }
 
+func TestOpenIssuerMissingDevice(t *testing.T) {
+	if _, err := OpenIssuer(t.TempDir()+"/tpmrm0", IssuerOptions{}); err == nil {
+		t.Fatal("OpenIssuer of a missing device succeeded")
+	}
+}
+
 func TestIssuerRefusesBadInput(t *testing.T) {
 	sim := newSimulator(t, nil)
 	if _, err := NewIssuer(sim, IssuerOptions{}); err == nil {
