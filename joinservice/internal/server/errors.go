@@ -8,6 +8,7 @@ import (
 
 	"github.com/cloister-dev/cloister/internal/atls"
 	"github.com/cloister-dev/cloister/internal/attestation"
+	"github.com/cloister-dev/cloister/joinservice/internal/kube"
 )
 
 // requestError is a refusal by one named check with its gRPC code.
@@ -36,14 +37,19 @@ func internal(check string, err error) error {
 	return &requestError{check: check, code: codes.Internal, err: err}
 }
 
-// ErrInvalidCSR is wrapped by a cluster's SignKubeletCSR when the CSR itself
-// is refused (another identity, SANs, weak key), as opposed to the cluster
-// being unreachable.
-var ErrInvalidCSR = errors.New("kubelet CSR refused")
-
-// classifyCluster tells a refused CSR from a cluster that did not answer.
-func classifyCluster(check string, err error) error {
-	if errors.Is(err, ErrInvalidCSR) {
+// csrError names the failed kubelet CSR check: a malformed CSR is invalid,
+// one for another identity is denied, a signer that refuses is denied, and a
+// cluster that does not answer is unavailable.
+func csrError(err error) error {
+	var ce *kube.CSRError
+	check := "csr"
+	if errors.As(err, &ce) {
+		check = "csr-" + ce.Check
+	}
+	switch {
+	case errors.Is(err, kube.ErrMalformedCSR), errors.Is(err, kube.ErrInvalidNodeName):
+		return invalid(check, err)
+	case errors.Is(err, kube.ErrForbiddenCSR), errors.Is(err, kube.ErrCSRDenied), errors.Is(err, kube.ErrBadCertificate):
 		return denied(check, err)
 	}
 	return unavailable(check, fmt.Errorf("kubernetes: %w", err))

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,32 +15,20 @@ import (
 	"github.com/cloister-dev/cloister/internal/atls"
 	"github.com/cloister-dev/cloister/internal/attestation"
 	"github.com/cloister-dev/cloister/internal/keys"
+	"github.com/cloister-dev/cloister/joinservice/internal/kube"
 	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"
 )
 
 // cluster is what the server needs of Kubernetes (implemented over client-go).
 type cluster interface {
 	// CreateBootstrapToken makes a short-lived token for one node.
-	CreateBootstrapToken(ctx context.Context, nodeName string) (BootstrapToken, error)
+	CreateBootstrapToken(ctx context.Context, nodeName string) (kube.Token, error)
 	// CACertHashes returns kubeadm's "sha256:<hex>" pins of the cluster CA.
 	CACertHashes(ctx context.Context) ([]string, error)
 	// SignKubeletCSR returns a kubelet client certificate for nodeName; the
 	// CSR must be for that node's identity and nothing else.
 	SignKubeletCSR(ctx context.Context, nodeName string, csrPEM []byte) ([]byte, error)
 }
-
-// BootstrapToken is a kubeadm bootstrap token. Only ID may be logged.
-type BootstrapToken struct {
-	ID     string
-	Secret string
-	Expiry time.Time
-}
-
-// String is the token as kubeadm reads it: "<id>.<secret>".
-func (t BootstrapToken) String() string { return t.ID + "." + t.Secret }
-
-// LogValue keeps the secret part out of logs.
-func (t BootstrapToken) LogValue() slog.Value { return slog.StringValue(t.ID + ".REDACTED") }
 
 // policySource names the policy in force for the audit log.
 type policySource interface {
@@ -117,7 +105,7 @@ func (s *Server) IssueJoinTicket(ctx context.Context, req *joinv1.IssueJoinTicke
 		return nil, s.refuse(ctx, "join", req.GetDiskUuid(), req.GetNodeName(), claims, err)
 	}
 	s.metrics.Ticket("join")
-	s.audit(ctx, "join", req.GetDiskUuid(), req.GetNodeName(), claims, "released", nil)
+	s.audit(ctx, "join", req.GetDiskUuid(), req.GetNodeName(), claims, "released", nil, "token_id", tokenID(resp.GetBootstrapToken()))
 	return resp, nil
 }
 
@@ -163,11 +151,10 @@ func (s *Server) joinTicket(ctx context.Context, req *joinv1.IssueJoinTicketRequ
 	if err != nil {
 		return nil, internal("disk-key", err)
 	}
-	// The certificate first: it validates the CSR against the node name, so
-	// no token is minted for a request that will be refused.
+	// The certificate first: if the signer refuses, no token is minted.
 	cert, err := s.cluster.SignKubeletCSR(ctx, req.GetNodeName(), req.GetKubeletCsr())
 	if err != nil {
-		return nil, classifyCluster("kubelet-csr", err)
+		return nil, csrError(err)
 	}
 	hashes, err := s.cluster.CACertHashes(ctx)
 	if err != nil {
@@ -183,8 +170,8 @@ func (s *Server) joinTicket(ctx context.Context, req *joinv1.IssueJoinTicketRequ
 		MeasurementSalt:            bytes.Clone(secrets.MeasurementSalt),
 		MeasurementSecret:          bytes.Clone(secrets.MeasurementSecret),
 		ApiServerEndpoint:          s.opts.APIServerEndpoint,
-		BootstrapToken:             token.String(),
-		BootstrapTokenExpiry:       token.Expiry.Unix(),
+		BootstrapToken:             token.Reveal(),
+		BootstrapTokenExpiry:       token.Expires.Unix(),
 		DiscoveryTokenCaCertHashes: hashes,
 		KubeletCertificate:         cert,
 		KubernetesVersion:          s.opts.KubernetesVersion,
@@ -212,8 +199,10 @@ func (s *Server) checkJoinRequest(req *joinv1.IssueJoinTicketRequest) error {
 	default:
 		return invalid("role", fmt.Errorf("want ROLE_WORKER or ROLE_CONTROL_PLANE, got %v", req.GetRole()))
 	}
-	if len(req.GetKubeletCsr()) == 0 {
-		return invalid("kubelet-csr", errors.New("missing"))
+	// The CSR is checked here, before any key is derived or any Kubernetes
+	// call is made, so a request for another identity costs nothing.
+	if _, err := kube.CheckKubeletCSR(req.GetNodeName(), req.GetKubeletCsr()); err != nil {
+		return csrError(err)
 	}
 	return nil
 }
@@ -258,7 +247,7 @@ func (s *Server) refuse(ctx context.Context, kind, untrustedDiskUUID, untrustedN
 
 // audit writes the one line per decision: who, what, under which policy.
 // Never key material: the token's ID at most, never its secret.
-func (s *Server) audit(ctx context.Context, kind, untrustedDiskUUID, untrustedNode string, claims *attestation.Claims, decision string, err error) {
+func (s *Server) audit(ctx context.Context, kind, untrustedDiskUUID, untrustedNode string, claims *attestation.Claims, decision string, err error, extra ...any) {
 	attrs := []any{
 		"audit", true,
 		"kind", kind,
@@ -276,9 +265,17 @@ func (s *Server) audit(ctx context.Context, kind, untrustedDiskUUID, untrustedNo
 	if err != nil {
 		attrs = append(attrs, "error", err.Error())
 	}
+	attrs = append(attrs, extra...)
 	level := slog.LevelInfo
 	if err != nil {
 		level = slog.LevelWarn
 	}
 	s.log.Log(ctx, level, "join service decision", attrs...)
+}
+
+// tokenID is the public half of a bootstrap token, the only part that may be
+// logged.
+func tokenID(token string) string {
+	id, _, _ := strings.Cut(token, ".")
+	return id
 }
