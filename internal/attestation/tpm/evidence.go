@@ -44,7 +44,8 @@ const activationLabel = "cloister/tpm/activation/v1"
 // akRequiredAttrs are the attributes of a key that can only sign data the TPM
 // itself produced (restricted) and never leaves its TPM. A key loaded from
 // outside (TPM2_LoadExternal, TPM2_Import) cannot have fixedTPM and
-// sensitiveDataOrigin, so credential activation against it fails here.
+// sensitiveDataOrigin, so it is refused here even if a credential was
+// activated for it.
 const akRequiredAttrs = tpm2.FlagFixedTPM | tpm2.FlagFixedParent | tpm2.FlagSensitiveDataOrigin | tpm2.FlagRestricted | tpm2.FlagSign
 
 // decoded is evidence after decoding, before any trust check.
@@ -213,15 +214,14 @@ func parsePool(what string, ders [][]byte) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// oidSubjectAltName is handled by hand: TPM certificates put the TPM's
-// manufacturer, model and version in a critical SAN as a directoryName, which
-// crypto/x509 leaves "unhandled".
-var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
-
 // verifyChain verifies cert up to roots at time now. TPM certificates carry
 // TCG extended key usages (tcg-kp-EKCertificate, tcg-kp-AIKCertificate), so
 // any key usage is accepted; the trust anchor pool is what is specific.
 func verifyChain(cert *x509.Certificate, roots, intermediates *x509.CertPool, now func() time.Time) error {
+	// The SAN is handled by hand: TPM certificates put the TPM's
+	// manufacturer, model and version in a critical SAN as a directoryName,
+	// which crypto/x509 leaves "unhandled".
+	oidSubjectAltName := asn1.ObjectIdentifier{2, 5, 29, 17}
 	var unhandled []asn1.ObjectIdentifier
 	for _, ext := range cert.UnhandledCriticalExtensions {
 		if !ext.Equal(oidSubjectAltName) {
