@@ -1,0 +1,299 @@
+// Command joinservice runs on control-plane nodes. It verifies joining nodes'
+// attestation against the cluster policy and releases their disk keys,
+// per-node bootstrap tokens and kubelet certificates over attested TLS.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cloister-dev/cloister/internal/atls"
+	"github.com/cloister-dev/cloister/internal/attestation"
+	"github.com/cloister-dev/cloister/internal/attestation/platform"
+	"github.com/cloister-dev/cloister/internal/attestation/policy"
+	"github.com/cloister-dev/cloister/internal/attestation/snp"
+	"github.com/cloister-dev/cloister/internal/keys"
+	"github.com/cloister-dev/cloister/internal/sdnotify"
+	"github.com/cloister-dev/cloister/joinservice/internal/config"
+	"github.com/cloister-dev/cloister/joinservice/internal/kube"
+	"github.com/cloister-dev/cloister/joinservice/internal/metrics"
+	"github.com/cloister-dev/cloister/joinservice/internal/ratelimit"
+	"github.com/cloister-dev/cloister/joinservice/internal/server"
+	"github.com/cloister-dev/cloister/joinservice/internal/verifier"
+	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"
+)
+
+// maxRequestSize bounds a join request: a UUID, a node name and a CSR.
+const maxRequestSize = 64 << 10
+
+const usage = `joinservice: release node secrets to attested nodes
+
+Usage:
+  joinservice [flags]
+
+Every setting lives in the config file (YAML, unknown fields are errors);
+flags only choose the file and how this service attests itself.
+
+Config file fields and defaults:
+  listen: ":9000"                  attested gRPC (join.v1.JoinService, gRPC health)
+  metricsListen: ":9091"           plain HTTP: /metrics (Prometheus), /healthz
+  policy: /etc/cloister/policy.yaml      reference values, reread every policyReloadInterval
+  policyReloadInterval: 10s        a bad new policy is refused and the old one stays
+  clusterSecrets: /var/lib/cloister/cluster-secrets.json   must be mode 0600
+  kubeconfig: ""                   empty: in-cluster service account
+  apiServerEndpoint: ""            host:port told to nodes; empty: from cluster-info
+  kubernetesVersion: v1.37.2
+  bootstrapTokenTTL: 15m           per-node token lifetime (max 24h)
+  requestTimeout: 30s              deadline of every call
+  handshakeTimeout: 30s            attested TLS handshake bound
+  rateLimit: {connectionsPerSecond: 5, connectionBurst: 20, callsPerSecond: 5, callBurst: 20}   per peer IP
+  trust: {tpmEKRoots: [], tpmAKRoots: [], snpCertCache: "", snpOffline: false, tdxRoots: []}
+  allowControlPlaneJoins: false    control-plane tickets carry the master secret
+  allowVariantsWithoutLatch: false accept sev-snp without a latch register
+  diskKeyGeneration: 0
+
+Flags:
+`
+
+type flags struct {
+	configPath       string
+	attestAs         string
+	allowInsecureDev bool
+	logLevel         slog.Level
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "joinservice: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("joinservice", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.configPath, "config", "/etc/cloister/joinservice.yaml", "config file")
+	fs.StringVar(&f.attestAs, "attest", "tpm", "how this service attests itself to nodes: tpm, sev-snp, tdx, insecure-dev")
+	fs.BoolVar(&f.allowInsecureDev, "allow-insecure-dev", false, "allow the insecure-dev variant (evidence that proves NOTHING), for local development only")
+	fs.TextVar(&f.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+	return f, nil
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(f.configPath)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: f.logLevel})).With("component", "joinservice")
+	if f.allowInsecureDev {
+		log.Warn("INSECURE: --allow-insecure-dev is set; a policy with insecure-dev accepts nodes that prove NOTHING")
+	}
+
+	anchors, err := loadAnchors(cfg.Trust, f.allowInsecureDev)
+	if err != nil {
+		return fmt.Errorf("loading trust anchors: %w", err)
+	}
+	ver, err := verifier.New(cfg.Policy, func(p *policy.Policy) (attestation.Validators, error) {
+		return platform.Validators(p, anchors)
+	}, log)
+	if err != nil {
+		return fmt.Errorf("loading policy: %w", err)
+	}
+	log.Info("policy in force", "policy", ver.Policy().String())
+
+	issuer, err := platform.OpenIssuer(attestation.Variant(f.attestAs), platform.IssuerOptions{AllowInsecureDev: f.allowInsecureDev})
+	if err != nil {
+		return fmt.Errorf("opening this service's attestation issuer: %w", err)
+	}
+	defer issuer.Close()
+
+	kubeClient, err := kubernetesClient(cfg.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("building kubernetes client: %w", err)
+	}
+	cluster, err := kube.New(kubeClient, kube.Options{TokenTTL: cfg.BootstrapTokenTTL.Duration})
+	if err != nil {
+		return fmt.Errorf("building kubernetes access: %w", err)
+	}
+	endpoint := cfg.APIServerEndpoint
+	if endpoint == "" {
+		if endpoint, err = cluster.APIServerEndpoint(ctx); err != nil {
+			return fmt.Errorf("finding the API server endpoint (or set apiServerEndpoint): %w", err)
+		}
+	}
+
+	m := metrics.New()
+	creds, err := atls.NewCredentials(atls.Config{
+		Issuer:           issuer,
+		Verifier:         server.Instrument(ver, m),
+		HandshakeTimeout: cfg.HandshakeTimeout.Duration,
+	})
+	if err != nil {
+		return fmt.Errorf("building attested TLS credentials: %w", err)
+	}
+	srv := server.New(keys.FileProvider{Path: cfg.ClusterSecrets}, cluster, ver, m, log, server.Options{
+		APIServerEndpoint:         endpoint,
+		KubernetesVersion:         cfg.KubernetesVersion,
+		DiskKeyGeneration:         cfg.DiskKeyGeneration,
+		AllowControlPlaneJoins:    cfg.AllowControlPlaneJoins,
+		AllowVariantsWithoutLatch: cfg.AllowVariantsWithoutLatch,
+	})
+	// Fail early if the secrets file is unusable, not at the first join.
+	if _, err := (keys.FileProvider{Path: cfg.ClusterSecrets}).ClusterSecrets(ctx); err != nil {
+		return err
+	}
+
+	callLimiter := ratelimit.New(ratelimit.Options{PerSecond: cfg.RateLimit.CallsPerSecond, Burst: cfg.RateLimit.CallBurst})
+	grpcServer := grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(maxRequestSize),
+		grpc.UnaryInterceptor(server.UnaryInterceptor(callLimiter, cfg.RequestTimeout.Duration, m)),
+	)
+	joinv1.RegisterJoinServiceServer(grpcServer, srv)
+	healthServer := health.NewServer()
+	healthpb.RegisterHealthServer(grpcServer, healthServer)
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	limited := &ratelimit.Listener{
+		Listener: lis,
+		Limiter:  ratelimit.New(ratelimit.Options{PerSecond: cfg.RateLimit.ConnectionsPerSecond, Burst: cfg.RateLimit.ConnectionBurst}),
+		OnRefuse: func(net.Addr) { m.Rejection("rate-limit", "connections") },
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	httpServer := &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	metricsLis, err := net.Listen("tcp", cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.MetricsListen, err)
+	}
+
+	notify := sdnotify.FromEnv()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return grpcServer.Serve(limited) })
+	g.Go(func() error {
+		if err := httpServer.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { ver.Watch(ctx, cfg.PolicyReloadInterval.Duration); return nil })
+	g.Go(func() error {
+		return cluster.RunTokenCleanup(ctx, time.Minute, func(deleted int, err error) {
+			if err != nil {
+				log.Warn("cleaning up expired bootstrap tokens", "error", err)
+			} else if deleted > 0 {
+				log.Info("deleted expired bootstrap tokens", "count", deleted)
+			}
+		})
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		log.Info("shutting down")
+		logNotifyError(log, notify.Stopping())
+		healthServer.Shutdown()
+		grpcServer.GracefulStop()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return httpServer.Shutdown(shutdownCtx)
+	})
+	log.Info("serving", "listen", lis.Addr().String(), "metrics", metricsLis.Addr().String(), "attest", f.attestAs, "api_server", endpoint)
+	logNotifyError(log, notify.Ready())
+	logNotifyError(log, notify.Status("serving joins under %s", ver.PolicyName()))
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func logNotifyError(log *slog.Logger, err error) {
+	if err != nil {
+		log.Warn("notifying systemd", "error", err)
+	}
+}
+
+func loadAnchors(t config.Trust, allowInsecureDev bool) (platform.Anchors, error) {
+	seed := make([]byte, 32)
+	if _, err := rand.Read(seed); err != nil {
+		return platform.Anchors{}, err
+	}
+	a := platform.Anchors{AllowInsecureDev: allowInsecureDev, ActivationSeed: seed}
+	var err error
+	if a.TPMEKRoots, err = platform.LoadCertPool(t.TPMEKRoots); err != nil {
+		return a, err
+	}
+	if a.TPMAKRoots, err = platform.LoadCertPool(t.TPMAKRoots); err != nil {
+		return a, err
+	}
+	if a.TDXRoots, err = platform.LoadCertPool(t.TDXRoots); err != nil {
+		return a, err
+	}
+	if t.SNPCertCache != "" {
+		opts := snp.CertCacheOptions{}
+		if !t.SNPOffline {
+			opts.Upstream = snpUpstream()
+		}
+		cache, err := snp.NewCertCache(t.SNPCertCache, opts)
+		if err != nil {
+			return a, err
+		}
+		a.SNPCertGetter = cache
+	}
+	return a, nil
+}
+
+func kubernetesClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
