@@ -76,7 +76,8 @@ func (c *Cluster) certFiles(pkiDir string) [][]certFile {
 // --control-plane --certificate-key <hex>`; the join service never ships CA
 // private keys itself.
 //
-// The format is kubeadm's: each value is nonce ‖ ciphertext ‖ tag with a
+// certificateKey is the raw 32-byte key; kubeadm and the join ticket carry
+// it hex-encoded. The format is kubeadm's: each value is nonce ‖ ciphertext ‖ tag with a
 // fresh 12-byte nonce and no additional data; missing etcd files are empty
 // values.
 func (c *Cluster) UploadControlPlaneCerts(ctx context.Context, pkiDir string, certificateKey []byte) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -93,6 +94,9 @@ func New(client kubernetes.Interface, opts Options) (*Cluster, error) {
 	}
 	if opts.TokenTTL > maxTokenTTL {
 		return nil, fmt.Errorf("kube: Options.TokenTTL %v is too long for a per-node token: use at most %v", opts.TokenTTL, maxTokenTTL)
+	}
+	if opts.KubeletCertLifetime > time.Duration(math.MaxInt32)*time.Second {
+		return nil, fmt.Errorf("kube: Options.KubeletCertLifetime %v does not fit the CSR's expirationSeconds: use at most %v", opts.KubeletCertLifetime, time.Duration(math.MaxInt32)*time.Second)
 	}
 	if opts.KubeletCertLifetime != 0 && opts.KubeletCertLifetime < minCertLifetime {
 		return nil, fmt.Errorf("kube: Options.KubeletCertLifetime %v is below the API server's minimum: use at least %v, or zero for the signer's default", opts.KubeletCertLifetime, minCertLifetime)

@@ -265,8 +265,8 @@ func (c *Cluster) NodeRegistered(ctx context.Context, untrustedNodeName string) 
 	return true, nil
 }
 
-// RunTokenCleanup calls DeleteExpiredBootstrapTokens every interval until
-// ctx ends, and passes each result to report (which may be nil; main uses it
+// RunTokenCleanup calls DeleteExpiredBootstrapTokens now and then every
+// interval until ctx ends, and passes each result to report (which may be nil; main uses it
 // to log). It returns nil when ctx ends: cancellation is not an error.
 func (c *Cluster) RunTokenCleanup(ctx context.Context, interval time.Duration, report func(deleted int, err error)) error {
 	if interval <= 0 {
@@ -275,17 +275,19 @@ func (c *Cluster) RunTokenCleanup(ctx context.Context, interval time.Duration, r
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+		// Sweep at once, then every interval: after a restart, tokens that
+		// expired meanwhile go promptly.
 		n, err := c.DeleteExpiredBootstrapTokens(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if report != nil {
 			report(n, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
 		}
 	}
 }
