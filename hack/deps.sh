@@ -9,6 +9,7 @@ packages=(
   swtpm swtpm-tools # out-of-process vTPM with EK certificates
   tpm2-tools        # tpm2_checkquote: independent quote verification
   libcryptsetup-dev # LUKS2 through go-cryptsetup
+  cryptsetup-bin    # luksDump: independent reader of the headers we write
 )
 
 missing=()

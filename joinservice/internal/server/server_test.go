@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -12,12 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,11 +29,8 @@ import (
 	"github.com/cloister-dev/cloister/internal/attestation/tdx"
 	"github.com/cloister-dev/cloister/internal/attestation/tdx/tdxtest"
 	"github.com/cloister-dev/cloister/internal/keys"
-	"github.com/cloister-dev/cloister/joinservice/internal/kube"
-	"github.com/cloister-dev/cloister/joinservice/internal/kubetest"
 	"github.com/cloister-dev/cloister/joinservice/internal/metrics"
-	"github.com/cloister-dev/cloister/joinservice/internal/ratelimit"
-	"github.com/cloister-dev/cloister/joinservice/internal/verifier"
+	"github.com/cloister-dev/cloister/joinservice/jointest"
 	attestationv1 "github.com/cloister-dev/cloister/proto/attestation/v1"
 	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"
 )
@@ -61,68 +53,14 @@ func tdxPolicy(mrtd [48]byte) string {
 	return "version: 1\nname: test\ntdx:\n  mrtd: {value: \"" + hex.EncodeToString(mrtd[:]) + "\"}\n"
 }
 
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type testEnv struct {
-	addr    string
-	chain   *tdxtest.Chain
-	secrets *keys.ClusterSecrets
-	cluster *kubetest.Cluster
-	kube    *kube.Cluster
-	metrics *metrics.Metrics
-	logs    *syncBuffer
-	now     *time.Time
-	stop    func()
-	start   func()
+	*jointest.Service
+	chain *tdxtest.Chain
 }
 
-func newTestEnv(tb testing.TB, opts Options) *testEnv {
+func newTestEnv(tb testing.TB) *testEnv {
 	tb.Helper()
 	chain, err := tdxtest.NewChain(tdxtest.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	dir := tb.TempDir()
-	policyPath := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyPath, []byte(tdxPolicy(nodeMRTD)), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	secrets, err := keys.NewClusterSecrets(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	secretsPath := filepath.Join(dir, "cluster-secrets.json")
-	if err := keys.WriteClusterSecrets(secretsPath, secrets); err != nil {
-		tb.Fatal(err)
-	}
-	env := &testEnv{chain: chain, secrets: secrets, logs: &syncBuffer{}, metrics: metrics.New()}
-	now := time.Now()
-	env.now = &now
-	env.cluster = kubetest.NewCluster(tb, "https://10.0.0.1:6443")
-	env.kube, err = kube.New(env.cluster.Client, kube.Options{Now: func() time.Time { return *env.now }, CSRPollInterval: time.Millisecond})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	log := slog.New(slog.NewJSONHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ver, err := verifier.New(policyPath, func(p *policy.Policy) (attestation.Validators, error) {
-		return platform.Validators(p, platform.Anchors{TDXRoots: chain.Pool()})
-	}, log)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -130,53 +68,14 @@ func newTestEnv(tb testing.TB, opts Options) *testEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	creds, err := atls.NewCredentials(atls.Config{Issuer: issuer, Verifier: Instrument(ver, env.metrics), HandshakeTimeout: 10 * time.Second})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if opts.APIServerEndpoint == "" {
-		opts.APIServerEndpoint = "10.0.0.1:6443"
-	}
-	opts.KubernetesVersion = "v1.37.2"
-	srv := New(keys.FileProvider{Path: secretsPath}, env.kube, ver, env.metrics, log, opts)
-
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	env.addr = lis.Addr().String()
-	var (
-		mu   sync.Mutex
-		gsrv *grpc.Server
-		done chan struct{}
-	)
-	serve := func(lis net.Listener) {
-		g := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(64<<10),
-			grpc.UnaryInterceptor(UnaryInterceptor(ratelimit.New(ratelimit.Options{PerSecond: 1000, Burst: 1000}), 10*time.Second, env.metrics)))
-		joinv1.RegisterJoinServiceServer(g, srv)
-		d := make(chan struct{})
-		go func() { defer close(d); _ = g.Serve(lis) }()
-		mu.Lock()
-		gsrv, done = g, d
-		mu.Unlock()
-	}
-	env.stop = func() {
-		mu.Lock()
-		g, d := gsrv, done
-		mu.Unlock()
-		g.Stop()
-		<-d
-	}
-	env.start = func() {
-		lis, err := net.Listen("tcp", env.addr)
-		if err != nil {
-			tb.Fatalf("restarting on %s: %v", env.addr, err)
-		}
-		serve(lis)
-	}
-	serve(lis)
-	tb.Cleanup(env.stop)
-	return env
+	svc := jointest.Start(tb, jointest.Options{
+		Issuer: issuer,
+		Build: func(p *policy.Policy) (attestation.Validators, error) {
+			return platform.Validators(p, platform.Anchors{TDXRoots: chain.Pool()})
+		},
+		Policy: []byte(tdxPolicy(nodeMRTD)),
+	})
+	return &testEnv{Service: svc, chain: chain}
 }
 
 // nodeIssuer attests like a node with the given TD body.
@@ -204,7 +103,7 @@ func (e *testEnv) dial(tb testing.TB, issuer attestation.Issuer) joinv1.JoinServ
 	if err != nil {
 		tb.Fatal(err)
 	}
-	conn, err := grpc.NewClient("passthrough:///"+e.addr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient("passthrough:///"+e.Addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -235,7 +134,7 @@ func joinRequest(tb testing.TB, node string) *joinv1.IssueJoinTicketRequest {
 }
 
 func TestJoinAndRejoinReleaseTheDerivedKey(t *testing.T) {
-	env := newTestEnv(t, Options{})
+	env := newTestEnv(t)
 	client := env.dial(t, env.nodeIssuer(t, nodeBody()))
 	ctx := context.Background()
 
@@ -243,14 +142,14 @@ func TestJoinAndRejoinReleaseTheDerivedKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IssueJoinTicket: %v", err)
 	}
-	want, err := keys.DiskKey(env.secrets.MasterSecret, env.secrets.MasterSalt, testDiskUUID, 0)
+	want, err := keys.DiskKey(env.Secrets.MasterSecret, env.Secrets.MasterSalt, testDiskUUID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(resp.GetDiskKey(), want) {
 		t.Error("disk key is not the derivation from the master secret")
 	}
-	if !bytes.Equal(resp.GetMeasurementSecret(), env.secrets.MeasurementSecret) || !bytes.Equal(resp.GetMeasurementSalt(), env.secrets.MeasurementSalt) {
+	if !bytes.Equal(resp.GetMeasurementSecret(), env.Secrets.MeasurementSecret) || !bytes.Equal(resp.GetMeasurementSalt(), env.Secrets.MeasurementSalt) {
 		t.Error("measurement secret or salt differ from the cluster's")
 	}
 	if resp.GetControlPlane() != nil {
@@ -264,14 +163,14 @@ func TestJoinAndRejoinReleaseTheDerivedKey(t *testing.T) {
 	if !ok {
 		t.Fatalf("token %q is not id.secret", "REDACTED")
 	}
-	secret, err := env.cluster.Client.CoreV1().Secrets("kube-system").Get(ctx, "bootstrap-token-"+id, metav1.GetOptions{})
+	secret, err := env.Cluster.Client.CoreV1().Secrets("kube-system").Get(ctx, "bootstrap-token-"+id, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("token secret: %v", err)
 	}
 	if secret.Type != "bootstrap.kubernetes.io/token" {
 		t.Errorf("token secret type %q", secret.Type)
 	}
-	if exp := time.Unix(resp.GetBootstrapTokenExpiry(), 0); exp.Sub(*env.now) > 16*time.Minute || exp.Before(*env.now) {
+	if exp := time.Unix(resp.GetBootstrapTokenExpiry(), 0); exp.Sub(env.Now()) > 16*time.Minute || exp.Before(env.Now()) {
 		t.Errorf("token expiry %v is not about 15 minutes from now", exp)
 	}
 	// CA pins: the fake cluster CA's public key.
@@ -287,7 +186,7 @@ func TestJoinAndRejoinReleaseTheDerivedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cert.Subject.CommonName != "system:node:worker-1" || cert.CheckSignatureFrom(env.cluster.CA) != nil {
+	if cert.Subject.CommonName != "system:node:worker-1" || cert.CheckSignatureFrom(env.Cluster.CA) != nil {
 		t.Errorf("kubelet certificate %q not issued by the cluster CA", cert.Subject)
 	}
 
@@ -295,16 +194,16 @@ func TestJoinAndRejoinReleaseTheDerivedKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IssueRejoinTicket: %v", err)
 	}
-	if !bytes.Equal(rejoin.GetDiskKey(), resp.GetDiskKey()) || !bytes.Equal(rejoin.GetMeasurementSecret(), env.secrets.MeasurementSecret) {
+	if !bytes.Equal(rejoin.GetDiskKey(), resp.GetDiskKey()) || !bytes.Equal(rejoin.GetMeasurementSecret(), env.Secrets.MeasurementSecret) {
 		t.Error("rejoin gave another key than the join for the same disk")
 	}
-	if got := counter(t, env.metrics, "cloister_joinservice_tickets_total", map[string]string{"kind": "join"}); got != 1 {
+	if got := counter(t, env.Metrics, "cloister_joinservice_tickets_total", map[string]string{"kind": "join"}); got != 1 {
 		t.Errorf("join tickets counted %v, want 1", got)
 	}
-	if got := counter(t, env.metrics, "cloister_joinservice_tickets_total", map[string]string{"kind": "rejoin"}); got != 1 {
+	if got := counter(t, env.Metrics, "cloister_joinservice_tickets_total", map[string]string{"kind": "rejoin"}); got != 1 {
 		t.Errorf("rejoin tickets counted %v, want 1", got)
 	}
-	audit := auditLines(t, env.logs.String())
+	audit := auditLines(t, env.Logs())
 	if len(audit) != 2 || audit[0]["decision"] != "released" || audit[0]["node"] != "worker-1" || audit[0]["disk_uuid"] != testDiskUUID ||
 		audit[0]["variant"] != "tdx" || audit[0]["policy"] != "test/v1" || audit[0]["token_id"] != id {
 		t.Errorf("audit lines: %v", audit)
@@ -324,7 +223,7 @@ func (r relayingIssuer) Issue(ctx context.Context, _ []byte) (*attestationv1.Evi
 }
 
 func TestJoinRefusals(t *testing.T) {
-	env := newTestEnv(t, Options{})
+	env := newTestEnv(t)
 	latched := nodeBody()
 	latched.RTMRs[3] = [48]byte{0xc1, 0x05}
 	wrongImage := nodeBody()
@@ -418,7 +317,7 @@ func TestJoinRefusals(t *testing.T) {
 			}
 			var before float64
 			if tt.wantCheck != "" {
-				before = counter(t, env.metrics, "cloister_joinservice_rejections_total", map[string]string{"stage": tt.stage, "reason": tt.wantCheck})
+				before = counter(t, env.Metrics, "cloister_joinservice_rejections_total", map[string]string{"stage": tt.stage, "reason": tt.wantCheck})
 			}
 			resp, err := env.dial(t, issuer).IssueJoinTicket(context.Background(), req)
 			if err == nil {
@@ -434,13 +333,13 @@ func TestJoinRefusals(t *testing.T) {
 			if !strings.Contains(st.Message(), tt.wantCheck) {
 				t.Errorf("status %q does not name the failed check %q", st.Message(), tt.wantCheck)
 			}
-			after := counter(t, env.metrics, "cloister_joinservice_rejections_total", map[string]string{"stage": tt.stage, "reason": tt.wantCheck})
+			after := counter(t, env.Metrics, "cloister_joinservice_rejections_total", map[string]string{"stage": tt.stage, "reason": tt.wantCheck})
 			if after != before+1 {
 				t.Errorf("rejections{stage=%s,reason=%s} went %v → %v, want +1", tt.stage, tt.wantCheck, before, after)
 			}
 		})
 	}
-	tokens, err := env.cluster.Client.CoreV1().Secrets("kube-system").List(context.Background(), metav1.ListOptions{})
+	tokens, err := env.Cluster.Client.CoreV1().Secrets("kube-system").List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +349,7 @@ func TestJoinRefusals(t *testing.T) {
 }
 
 func TestRejoinRefusesMalformedUUIDAndLatchedNode(t *testing.T) {
-	env := newTestEnv(t, Options{})
+	env := newTestEnv(t)
 	latched := nodeBody()
 	latched.RTMRs[3] = [48]byte{1}
 	for name, tt := range map[string]struct {
@@ -473,7 +372,7 @@ func TestRejoinRefusesMalformedUUIDAndLatchedNode(t *testing.T) {
 // TestNoSecretInLogs runs a full join and rejoin and searches every log line
 // for the key material, raw and encoded.
 func TestNoSecretInLogs(t *testing.T) {
-	env := newTestEnv(t, Options{})
+	env := newTestEnv(t)
 	client := env.dial(t, env.nodeIssuer(t, nodeBody()))
 	resp, err := client.IssueJoinTicket(context.Background(), joinRequest(t, "worker-1"))
 	if err != nil {
@@ -483,14 +382,14 @@ func TestNoSecretInLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, tokenSecret, _ := strings.Cut(resp.GetBootstrapToken(), ".")
-	logs := env.logs.String()
+	logs := env.Logs()
 	if !strings.Contains(logs, "released") {
 		t.Fatal("no audit lines captured; the test would prove nothing")
 	}
 	secrets := map[string][]byte{
 		"disk key":           resp.GetDiskKey(),
-		"master secret":      env.secrets.MasterSecret,
-		"measurement secret": env.secrets.MeasurementSecret,
+		"master secret":      env.Secrets.MasterSecret,
+		"measurement secret": env.Secrets.MeasurementSecret,
 		"token secret":       []byte(tokenSecret),
 	}
 	for name, s := range secrets {
@@ -509,18 +408,18 @@ func TestNoSecretInLogs(t *testing.T) {
 // starts a new one: the node's retry gets the same key, and the tokens of
 // the first attempt expire and are deleted.
 func TestRestartLosesNothing(t *testing.T) {
-	env := newTestEnv(t, Options{})
+	env := newTestEnv(t)
 	client := env.dial(t, env.nodeIssuer(t, nodeBody()))
 	first, err := client.IssueJoinTicket(context.Background(), joinRequest(t, "worker-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.stop()
+	env.Stop()
 	_, err = client.IssueJoinTicket(context.Background(), joinRequest(t, "worker-1"))
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("call to a stopped service: %v, want Unavailable (retryable)", err)
 	}
-	env.start()
+	env.Restart()
 	var second *joinv1.IssueJoinTicketResponse
 	for attempt := 0; ; attempt++ {
 		second, err = client.IssueJoinTicket(context.Background(), joinRequest(t, "worker-1"))
@@ -535,12 +434,12 @@ func TestRestartLosesNothing(t *testing.T) {
 	if !bytes.Equal(first.GetDiskKey(), second.GetDiskKey()) {
 		t.Error("the restarted service derived another disk key")
 	}
-	*env.now = env.now.Add(time.Hour)
-	deleted, err := env.kube.DeleteExpiredBootstrapTokens(context.Background())
+	env.Advance(time.Hour)
+	deleted, err := env.Kube.DeleteExpiredBootstrapTokens(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	left, err := env.cluster.Client.CoreV1().Secrets("kube-system").List(context.Background(), metav1.ListOptions{})
+	left, err := env.Cluster.Client.CoreV1().Secrets("kube-system").List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
