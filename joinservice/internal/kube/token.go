@@ -160,18 +160,35 @@ func randomString(r io.Reader, n int) (string, error) {
 }
 
 // DeleteBootstrapToken deletes the bootstrap token with the given ID. A
-// token that is already gone is not an error.
+// token that is already gone is not an error; a token this package did not
+// create is refused and left alone.
 func (c *Cluster) DeleteBootstrapToken(ctx context.Context, id string) error {
 	if len(id) != tokenIDLen || strings.Trim(id, tokenAlphabet) != "" {
-		return fmt.Errorf("kube: deleting bootstrap token: id %q is not %d characters of [a-z0-9]", id, tokenIDLen)
+		return fmt.Errorf("kube: deleting bootstrap token: id %.20q is not %d characters of [a-z0-9]", id, tokenIDLen)
 	}
-	return c.deleteSecret(ctx, tokenPrefix+id)
+	name := tokenPrefix + id
+	s, err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("kube: getting secret %s/%s: %w", metav1.NamespaceSystem, name, err)
+	}
+	if s.Labels[LabelManagedBy] != managedByValue {
+		return fmt.Errorf("kube: deleting bootstrap token %s: not created by Cloister (no %s=%s label): left alone", id, LabelManagedBy, managedByValue)
+	}
+	return c.deleteSecret(ctx, s)
 }
 
-func (c *Cluster) deleteSecret(ctx context.Context, name string) error {
-	err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, name, metav1.DeleteOptions{})
+// deleteSecret deletes s, only if it is still the same object (same UID).
+func (c *Cluster) deleteSecret(ctx context.Context, s *corev1.Secret) error {
+	opts := metav1.DeleteOptions{}
+	if s.UID != "" {
+		opts.Preconditions = metav1.NewUIDPreconditions(string(s.UID))
+	}
+	err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, s.Name, opts)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("kube: deleting secret %s/%s: %w", metav1.NamespaceSystem, name, err)
+		return fmt.Errorf("kube: deleting secret %s/%s: %w", metav1.NamespaceSystem, s.Name, err)
 	}
 	return nil
 }
@@ -215,7 +232,7 @@ func (c *Cluster) DeleteExpiredBootstrapTokens(ctx context.Context) (int, error)
 		if err == nil && now.Before(exp) {
 			continue
 		}
-		if err := c.deleteSecret(ctx, s.Name); err != nil {
+		if err := c.deleteSecret(ctx, &s); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -241,7 +258,7 @@ func (c *Cluster) DeleteTokensForNode(ctx context.Context, untrustedNodeName str
 		if s.Annotations[AnnotationNode] != untrustedNodeName {
 			continue
 		}
-		if err := c.deleteSecret(ctx, s.Name); err != nil {
+		if err := c.deleteSecret(ctx, &s); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -229,6 +229,12 @@ func TestDeleteBootstrapTokenIsIdempotent(t *testing.T) {
 			t.Fatalf("delete #%d: %v", i+1, err)
 		}
 	}
+	foreign := tokenSecret("kadm01", testNow.Format(time.RFC3339), false)
+	c, _ = newFakeCluster(t, Options{}, foreign)
+	if err := c.DeleteBootstrapToken(context.Background(), "kadm01"); err == nil {
+		t.Error("a token without Cloister's label was deleted")
+	}
+	getSecret(t, c, "bootstrap-token-kadm01")
 	for _, id := range []string{"", "ABCDEF", "abc", "abcdef/x", "../../x"} {
 		if err := c.DeleteBootstrapToken(context.Background(), id); err == nil {
 			t.Errorf("id %q accepted", id)
