@@ -283,8 +283,9 @@ func (c *Cluster) NodeRegistered(ctx context.Context, untrustedNodeName string) 
 }
 
 // RunTokenCleanup calls DeleteExpiredBootstrapTokens now and then every
-// interval until ctx ends, and passes each result to report (which may be nil; main uses it
-// to log). It returns nil when ctx ends: cancellation is not an error.
+// interval until ctx ends, and passes each result to report (which may be
+// nil; main uses it to log). It returns nil when ctx ends: cancellation is
+// not an error.
 func (c *Cluster) RunTokenCleanup(ctx context.Context, interval time.Duration, report func(deleted int, err error)) error {
 	if interval <= 0 {
 		return fmt.Errorf("kube: token cleanup interval %v: use a positive interval", interval)
