@@ -1,0 +1,16 @@
+// Package status tracks what a daemon is doing and why it waits, and serves
+// it as status.v1.StatusService. Every daemon (disk-mapper, bootstrapper,
+// joinservice) keeps one Tracker, sets its phase on every phase change and
+// counts attempts in retry loops; main registers the Tracker on a gRPC server
+// and passes sdnotify's Status as Options.OnChange, so systemctl status and
+// the status endpoint show the same line.
+//
+// # Trust
+//
+// The status service is read-only and unauthenticated by design: an operator
+// must be able to see why a node that cannot attest (yet) is stuck, so it is
+// served without attested TLS, over plain (insecure) gRPC credentials.
+// Therefore nothing secret may enter a Tracker: callers pass phases, disk UUIDs
+// and errors from checks, never key bytes or tokens, and never errors that
+// could contain them.
+package status
