@@ -15,6 +15,8 @@ import (
 
 	attestpb "github.com/google/go-tpm-tools/proto/attest"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/cloister-dev/cloister/internal/attestation/tpm/tpmtest"
 )
 
 // TestSwtpmQuoteVerifiesWithTpm2Checkquote checks a quote our issuer made on
@@ -22,9 +24,9 @@ import (
 // public key, the TPMS_ATTEST message, the TPMT_SIGNATURE, the PCR values and
 // the nonce (userData). A flipped nonce must make it fail.
 func TestSwtpmQuoteVerifiesWithTpm2Checkquote(t *testing.T) {
-	checkquote := requireTool(t, "tpm2_checkquote")
-	tpm := startSwtpm(t)
-	iss, err := NewIssuer(tpm.conn, IssuerOptions{EKIntermediates: tpm.ekIntermediates})
+	checkquote := tpmtest.RequireTool(t, "tpm2_checkquote")
+	tpm := tpmtest.StartSwtpm(t)
+	iss, err := NewIssuer(tpm.RW, IssuerOptions{EKIntermediates: tpm.EKIntermediates})
 	if err != nil {
 		t.Fatalf("NewIssuer: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
+	"github.com/cloister-dev/cloister/internal/attestation/tpm/tpmtest"
 	attestationv1 "github.com/cloister-dev/cloister/proto/attestation/v1"
 )
 
@@ -18,11 +19,11 @@ import (
 // it.
 func FuzzValidate(f *testing.F) {
 	sim := newSimulator(f, realEventLog)
-	ca := newFakePlatformCA(f, "fake platform CA")
+	ca := tpmtest.NewFakePlatformCA(f, "fake platform CA")
 	iss := newAKCertIssuer(f, sim, ca, realEventLog)
 	userData := userDataFor("fuzz")
 	good := mustIssue(f, iss, userData)
-	v := newValidator(f, &policy.TPM{}, ValidatorOptions{AKRoots: ca.pool(), EKRoots: ca.pool()})
+	v := newValidator(f, &policy.TPM{}, ValidatorOptions{AKRoots: ca.Pool(), EKRoots: ca.Pool()})
 	if _, err := v.Validate(context.Background(), good, userData); err != nil {
 		f.Fatalf("seed evidence does not validate: %v", err)
 	}
@@ -46,7 +47,7 @@ func FuzzValidate(f *testing.F) {
 		f.Add(s, false)
 		f.Add(s, true)
 	}
-	ekCert := ca.cert.Raw
+	ekCert := ca.Certificate().Raw
 
 	f.Fuzz(func(t *testing.T, report []byte, withEndorsement bool) {
 		ev := &attestationv1.Evidence{Variant: "tpm", Report: &attestationv1.Evidence_Tpm{Tpm: report}}

@@ -6,7 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
-	"io"
+	"os"
 	"testing"
 	"time"
 
@@ -21,22 +21,9 @@ import (
 
 	"github.com/cloister-dev/cloister/internal/attestation"
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
+	"github.com/cloister-dev/cloister/internal/attestation/tpm/tpmtest"
 	attestationv1 "github.com/cloister-dev/cloister/proto/attestation/v1"
 )
-
-// readPCRs reads SHA-256 PCRs straight from the TPM, as a reference.
-func readPCRs(tb testing.TB, rw io.ReadWriter) map[uint32][]byte {
-	tb.Helper()
-	sel := tpm2.PCRSelection{Hash: tpm2.AlgSHA256}
-	for i := 0; i < 24; i++ {
-		sel.PCRs = append(sel.PCRs, i)
-	}
-	pcrs, err := client.ReadPCRs(rw, sel)
-	if err != nil {
-		tb.Fatalf("reading PCRs: %v", err)
-	}
-	return pcrs.GetPcrs()
-}
 
 func enforce(want []byte) policy.Value { return policy.Value{Want: want, Mode: policy.Enforce} }
 
@@ -69,10 +56,10 @@ func TestSimulatorAKCertRoundTrip(t *testing.T) {
 	if err := tpm2.PCRExtend(sim, tpmutil.Handle(15), tpm2.AlgSHA256, latch[:], ""); err != nil {
 		t.Fatal(err)
 	}
-	want := readPCRs(t, sim)
-	ca := newFakePlatformCA(t, "fake platform CA")
+	want := tpmtest.PCRs(t, sim)
+	ca := tpmtest.NewFakePlatformCA(t, "fake platform CA")
 	iss := newAKCertIssuer(t, sim, ca, realEventLog)
-	v := newValidator(t, &policy.TPM{PCRs: map[int]policy.Value{0: enforce(want[0]), 4: enforce(want[4]), 15: enforce(want[15])}}, ValidatorOptions{AKRoots: ca.pool()})
+	v := newValidator(t, &policy.TPM{PCRs: map[int]policy.Value{0: enforce(want[0]), 4: enforce(want[4]), 15: enforce(want[15])}}, ValidatorOptions{AKRoots: ca.Pool()})
 
 	userData := userDataFor("a")
 	ev := mustIssue(t, iss, userData)
@@ -121,11 +108,11 @@ func TestSimulatorAKCertRoundTrip(t *testing.T) {
 // on the simulator in AK-certificate mode.
 func TestSimulatorAdversarial(t *testing.T) {
 	sim := newSimulator(t, realEventLog)
-	pcrs := readPCRs(t, sim)
-	ca := newFakePlatformCA(t, "fake platform CA")
+	pcrs := tpmtest.PCRs(t, sim)
+	ca := tpmtest.NewFakePlatformCA(t, "fake platform CA")
 	iss := newAKCertIssuer(t, sim, ca, realEventLog)
 	pol := &policy.TPM{PCRs: map[int]policy.Value{0: enforce(pcrs[0]), 4: enforce(pcrs[4])}}
-	v := newValidator(t, pol, ValidatorOptions{AKRoots: ca.pool()})
+	v := newValidator(t, pol, ValidatorOptions{AKRoots: ca.Pool()})
 
 	userData := userDataFor("this session")
 	good := mustIssue(t, iss, userData)
@@ -133,7 +120,7 @@ func TestSimulatorAdversarial(t *testing.T) {
 		t.Fatalf("valid evidence refused: %v", err)
 	}
 	otherSession := mustIssue(t, iss, userDataFor("another session"))
-	akPub := akPublicKey(t, sim)
+	akPub := tpmtest.AKPublicKey(t, sim)
 
 	// A second AK in the same TPM (RSA), not certified.
 	rsaAK, err := client.AttestationKeyRSA(sim)
@@ -167,10 +154,10 @@ func TestSimulatorAdversarial(t *testing.T) {
 		t.Fatal(err)
 	}
 	looseAtt.Quotes = []*tpmpb.Quote{looseQuote}
-	looseAtt.AkCert = ca.certifyAKNow(t, loose.PublicKey())
+	looseAtt.AkCert = ca.Certify(t, loose.PublicKey())
 	loose.Close()
 
-	otherCA := newFakePlatformCA(t, "fake untrusted CA")
+	otherCA := tpmtest.NewFakePlatformCA(t, "fake untrusted CA")
 
 	// A genuine quote by the certified AK, but over PCRs 0-7 only.
 	narrowAK, err := client.AttestationKeyECC(sim)
@@ -215,14 +202,14 @@ func TestSimulatorAdversarial(t *testing.T) {
 		{
 			name: "AK cert from an untrusted CA",
 			mk: func(t *testing.T) result {
-				return result{ev: mutateAttestation(t, good, func(a *attestpb.Attestation) { a.AkCert = otherCA.certifyAKNow(t, akPub) })}
+				return result{ev: mutateAttestation(t, good, func(a *attestpb.Attestation) { a.AkCert = otherCA.Certify(t, akPub) })}
 			},
 			wantCheck: "ak-chain",
 		},
 		{
 			name: "expired AK cert",
 			mk: func(t *testing.T) result {
-				der := ca.certifyAK(t, akPub, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
+				der := ca.CertifyValid(t, akPub, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
 				return result{ev: mutateAttestation(t, good, func(a *attestpb.Attestation) { a.AkCert = der })}
 			},
 			wantCheck: "ak-chain",
@@ -295,7 +282,7 @@ func TestSimulatorAdversarial(t *testing.T) {
 			name: "AK certificate and EK endorsement at once",
 			mk: func(t *testing.T) result {
 				ev := proto.Clone(good).(*attestationv1.Evidence)
-				ev.TpmEndorsement = &attestationv1.TPMEndorsement{EkCertificate: otherCA.cert.Raw}
+				ev.TpmEndorsement = &attestationv1.TPMEndorsement{EkCertificate: otherCA.Certificate().Raw}
 				return result{ev: ev}
 			},
 			wantCheck: "ak-trust",
@@ -370,7 +357,7 @@ func TestSimulatorAdversarial(t *testing.T) {
 			}
 			val := v
 			if r.pol != nil {
-				val = newValidator(t, r.pol, ValidatorOptions{AKRoots: ca.pool()})
+				val = newValidator(t, r.pol, ValidatorOptions{AKRoots: ca.Pool()})
 			}
 			claims, err := val.Validate(context.Background(), r.ev, r.userData)
 			if tc.wantErr != nil {
@@ -387,7 +374,7 @@ func TestSimulatorAdversarial(t *testing.T) {
 	}
 
 	t.Run("expired AK cert is refused for its expiry", func(t *testing.T) {
-		der := ca.certifyAK(t, akPub, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
+		der := ca.CertifyValid(t, akPub, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
 		_, err := v.Validate(context.Background(), mutateAttestation(t, good, func(a *attestpb.Attestation) { a.AkCert = der }), userData)
 		var invalid x509.CertificateInvalidError
 		if !errors.As(err, &invalid) || invalid.Reason != x509.Expired {
@@ -395,12 +382,12 @@ func TestSimulatorAdversarial(t *testing.T) {
 		}
 	})
 	t.Run("AK cert checked at ValidatorOptions.Now", func(t *testing.T) {
-		future := newValidator(t, pol, ValidatorOptions{AKRoots: ca.pool(), Now: func() time.Time { return time.Now().Add(72 * time.Hour) }})
+		future := newValidator(t, pol, ValidatorOptions{AKRoots: ca.Pool(), Now: func() time.Time { return time.Now().Add(72 * time.Hour) }})
 		claims, err := future.Validate(context.Background(), good, userData)
 		assertCheck(t, claims, err, "ak-chain")
 	})
 	t.Run("AK cert with only EKRoots configured", func(t *testing.T) {
-		ekOnly := newValidator(t, pol, ValidatorOptions{EKRoots: ca.pool()})
+		ekOnly := newValidator(t, pol, ValidatorOptions{EKRoots: ca.Pool()})
 		claims, err := ekOnly.Validate(context.Background(), good, userData)
 		assertCheck(t, claims, err, "ak-trust")
 	})
@@ -432,10 +419,10 @@ func tamperEventLog(tb testing.TB, log []byte) []byte {
 
 func TestSimulatorWarnModePCRMismatchPasses(t *testing.T) {
 	sim := newSimulator(t, nil)
-	ca := newFakePlatformCA(t, "fake platform CA")
+	ca := tpmtest.NewFakePlatformCA(t, "fake platform CA")
 	iss := newAKCertIssuer(t, sim, ca, nil)
 	bad := bytes.Repeat([]byte{0xcd}, 32)
-	v := newValidator(t, &policy.TPM{PCRs: map[int]policy.Value{7: {Want: bad, Mode: policy.Warn}}}, ValidatorOptions{AKRoots: ca.pool()})
+	v := newValidator(t, &policy.TPM{PCRs: map[int]policy.Value{7: {Want: bad, Mode: policy.Warn}}}, ValidatorOptions{AKRoots: ca.Pool()})
 	userData := userDataFor("warn")
 	claims, err := v.Validate(context.Background(), mustIssue(t, iss, userData), userData)
 	if err != nil {
@@ -457,10 +444,10 @@ func TestIssuerRefusesBadInput(t *testing.T) {
 	if _, err := NewIssuer(sim, IssuerOptions{}); err == nil {
 		t.Error("NewIssuer in endorsement mode succeeded on a TPM without EK certificate")
 	}
-	ca := newFakePlatformCA(t, "fake platform CA")
-	other := newFakePlatformCA(t, "fake other")
+	ca := tpmtest.NewFakePlatformCA(t, "fake platform CA")
+	other := tpmtest.NewFakePlatformCA(t, "fake other")
 	// A certificate for a key that is not this TPM's AK.
-	if _, err := NewIssuer(sim, IssuerOptions{AKCertificate: ca.certifyAKNow(t, other.key.Public())}); err == nil {
+	if _, err := NewIssuer(sim, IssuerOptions{AKCertificate: ca.Certify(t, other.Certificate().PublicKey)}); err == nil {
 		t.Error("NewIssuer accepted an AK certificate for another key")
 	}
 	iss := newAKCertIssuer(t, sim, ca, nil)
@@ -478,13 +465,13 @@ func TestIssuerRefusesBadInput(t *testing.T) {
 // certificate from TPM NV, signed by swtpm's local CA, and a real
 // Challenge/Respond credential activation. Then one attack per case.
 func TestSwtpmEndorsementRoundTrip(t *testing.T) {
-	tpm := startSwtpm(t)
-	iss, err := NewIssuer(tpm.conn, IssuerOptions{EKIntermediates: tpm.ekIntermediates})
+	tpm := tpmtest.StartSwtpm(t)
+	iss, err := NewIssuer(tpm.RW, IssuerOptions{EKIntermediates: tpm.EKIntermediates})
 	if err != nil {
 		t.Fatalf("NewIssuer: %v", err)
 	}
 	t.Cleanup(func() { iss.Close() })
-	v := newValidator(t, &policy.TPM{PCRs: map[int]policy.Value{0: enforce(make([]byte, 32))}}, ValidatorOptions{EKRoots: tpm.ekRoots})
+	v := newValidator(t, &policy.TPM{PCRs: map[int]policy.Value{0: enforce(make([]byte, 32))}}, ValidatorOptions{EKRoots: tpm.EKRoots})
 	ctx := context.Background()
 
 	activate := func(t *testing.T, ev *attestationv1.Evidence, userData []byte) []byte {
@@ -522,7 +509,7 @@ func TestSwtpmEndorsementRoundTrip(t *testing.T) {
 	other := mustIssue(t, iss, otherUD)
 	otherSecret := activate(t, other, otherUD)
 
-	otherCA := newFakePlatformCA(t, "fake untrusted EK CA")
+	otherCA := tpmtest.NewFakePlatformCA(t, "fake untrusted EK CA")
 	cases := []struct {
 		name      string
 		ev        func() *attestationv1.Evidence
@@ -550,7 +537,7 @@ func TestSwtpmEndorsementRoundTrip(t *testing.T) {
 		{
 			name: "AK swapped after activation",
 			ev: func() *attestationv1.Evidence {
-				rsaAK, err := client.AttestationKeyRSA(tpm.conn)
+				rsaAK, err := client.AttestationKeyRSA(tpm.RW)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -566,13 +553,13 @@ func TestSwtpmEndorsementRoundTrip(t *testing.T) {
 		{
 			name:      "EK cert from an untrusted CA",
 			ev:        func() *attestationv1.Evidence { return ev },
-			v:         newValidator(t, &policy.TPM{}, ValidatorOptions{EKRoots: otherCA.pool()}),
+			v:         newValidator(t, &policy.TPM{}, ValidatorOptions{EKRoots: otherCA.Pool()}),
 			wantCheck: "ek-chain",
 		},
 		{
 			name:      "EK evidence with only AKRoots configured",
 			ev:        func() *attestationv1.Evidence { return ev },
-			v:         newValidator(t, &policy.TPM{}, ValidatorOptions{AKRoots: otherCA.pool()}),
+			v:         newValidator(t, &policy.TPM{}, ValidatorOptions{AKRoots: otherCA.Pool()}),
 			wantCheck: "ak-trust",
 		},
 		{
@@ -596,7 +583,7 @@ func TestSwtpmEndorsementRoundTrip(t *testing.T) {
 		})
 	}
 	t.Run("no credential for an untrusted EK", func(t *testing.T) {
-		untrusted := newValidator(t, &policy.TPM{}, ValidatorOptions{EKRoots: otherCA.pool()})
+		untrusted := newValidator(t, &policy.TPM{}, ValidatorOptions{EKRoots: otherCA.Pool()})
 		ch, err := untrusted.Challenge(ctx, ev, userData)
 		assertCheck(t, nil, err, "ek-chain")
 		if ch != nil {
@@ -615,16 +602,23 @@ func TestSwtpmEndorsementRoundTrip(t *testing.T) {
 func TestReadEventLog(t *testing.T) {
 	dir := t.TempDir()
 	path := dir + "/binary_bios_measurements"
-	writeFile(t, path, string(realEventLog))
+	writeTestFile(t, path, realEventLog)
 	got, err := ReadEventLog(path)
 	if err != nil || !bytes.Equal(got, realEventLog) {
 		t.Fatalf("ReadEventLog = %d bytes, %v; want the %d-byte log", len(got), err, len(realEventLog))
 	}
-	writeFile(t, path, string(make([]byte, MaxEventLogSize+1)))
+	writeTestFile(t, path, make([]byte, MaxEventLogSize+1))
 	if _, err := ReadEventLog(path); err == nil {
 		t.Fatal("ReadEventLog accepted a log over MaxEventLogSize")
 	}
 	if _, err := ReadEventLog(dir + "/missing"); err == nil {
 		t.Fatal("ReadEventLog of a missing file succeeded")
+	}
+}
+
+func writeTestFile(tb testing.TB, path string, b []byte) {
+	tb.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		tb.Fatal(err)
 	}
 }

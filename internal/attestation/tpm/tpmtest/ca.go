@@ -1,0 +1,110 @@
+package tpmtest
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm-tools/client"
+)
+
+// FakePlatformCA is a FAKE of a cloud's AK-certifying CA (there is no cloud
+// in tests): a self-signed ECDSA P-256 root whose key lives in memory.
+type FakePlatformCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// NewFakePlatformCA makes a FAKE CA with common name name.
+func NewFakePlatformCA(tb testing.TB, name string) *FakePlatformCA {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &FakePlatformCA{cert: cert, key: key}
+}
+
+// Certificate returns the CA's root certificate.
+func (ca *FakePlatformCA) Certificate() *x509.Certificate { return ca.cert }
+
+// Pool returns a pool with the CA's root, for a validator's AKRoots.
+func (ca *FakePlatformCA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+// CertifyAK returns a DER certificate for the go-tpm-tools ECC AK of the TPM
+// rw (the AK that package tpm's Issuer loads), valid from an hour ago for a
+// day: pass it as tpm.IssuerOptions.AKCertificate.
+func (ca *FakePlatformCA) CertifyAK(tb testing.TB, rw io.ReadWriter) []byte {
+	tb.Helper()
+	return ca.Certify(tb, AKPublicKey(tb, rw))
+}
+
+// Certify returns a DER certificate for any public key, valid from an hour
+// ago for a day (to certify a key that is not the TPM's AK, for attacks).
+func (ca *FakePlatformCA) Certify(tb testing.TB, pub crypto.PublicKey) []byte {
+	tb.Helper()
+	return ca.CertifyValid(tb, pub, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+// CertifyValid returns a DER certificate for pub valid from notBefore to
+// notAfter (expired and not-yet-valid certificates, for attacks).
+func (ca *FakePlatformCA) CertifyValid(tb testing.TB, pub crypto.PublicKey, notBefore, notAfter time.Time) []byte {
+	tb.Helper()
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "fake AK"},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	if err != nil {
+		tb.Fatalf("certifying key: %v", err)
+	}
+	return der
+}
+
+// AKPublicKey returns the public key of rw's go-tpm-tools ECC AK (the key
+// package tpm's Issuer loads), so a CA can certify it before the issuer is
+// built.
+func AKPublicKey(tb testing.TB, rw io.ReadWriter) crypto.PublicKey {
+	tb.Helper()
+	ak, err := client.AttestationKeyECC(rw)
+	if err != nil {
+		tb.Fatalf("loading AK: %v", err)
+	}
+	defer ak.Close()
+	return ak.PublicKey()
+}
