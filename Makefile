@@ -13,7 +13,7 @@ BENCHTIME     ?= 1s
 
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: build test deps vet unit fuzz proto proto-check lint bench demo e2e clean
+.PHONY: build test deps vet unit fuzz proto proto-check lint bench bench-join demo e2e clean
 
 build: deps
 	$(GO) build -o $(BIN)/ ./...
@@ -58,9 +58,19 @@ lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: every benchmark (validation per variant, aTLS handshake + first RPC).
+## bench: every benchmark (validation per variant, aTLS handshake + first RPC,
+## LUKS2 format/unlock), then the join service load test.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+	$(GO) test -run '^$$' -bench . -skip JoinLoad -benchmem -benchtime $(BENCHTIME) $(PKGS)
+	$(MAKE) bench-join
+
+## bench-join: JOIN_CLIENTS concurrent nodes do JOINS complete attested joins
+## against one join service on 127.0.0.1; prints joins/s, p50/p99, errors and
+## the ratio to the bare TLS handshake + verification limit.
+JOIN_CLIENTS ?= 200
+JOINS        ?= 1000
+bench-join: deps
+	CLOISTER_LOAD_CLIENTS=$(JOIN_CLIENTS) $(GO) test -run '^$$' -bench JoinLoad -benchtime $(JOINS)x -v ./joinservice/internal/server/
 
 demo:
 	@echo "make demo: not yet — the end-to-end demo (QEMU nodes joining a cluster) arrives with the node image issue." >&2

@@ -69,7 +69,10 @@ func NewCluster(tb testing.TB, server string) *Cluster {
 	kubeconfig := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    certificate-authority-data: %s\n    server: %s\n",
 		base64.StdEncoding.EncodeToString(caPEM), server)
 	c := &Cluster{
-		Client: fake.NewClientset(&corev1.ConfigMap{
+		// The simple clientset, not fake.NewClientset: the field-managed
+		// tracker of the latter rebuilds a REST mapper on every write, so a
+		// load test would measure the fake instead of the join service.
+		Client: fake.NewSimpleClientset(&corev1.ConfigMap{ //nolint:staticcheck // see above
 			ObjectMeta: metav1.ObjectMeta{Name: "cluster-info", Namespace: metav1.NamespacePublic},
 			Data:       map[string]string{"kubeconfig": kubeconfig},
 		}),
