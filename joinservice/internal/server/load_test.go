@@ -239,4 +239,3 @@ func selfSigned(tb testing.TB) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
-
