@@ -1,0 +1,56 @@
+// Package cryptsetup keeps a node's state disk in LUKS2 and refuses any
+// header it did not write itself.
+//
+// disk-mapper calls it once per boot: Format for a fresh disk (with a
+// one-time passphrase), Open for an existing one, CheckKey to try a key
+// from the join service or the operator, Rekey to move from the one-time
+// passphrase to the derived key, and Activate to map the disk. Format
+// writes exactly one header shape (aes-xts-plain64, 512-bit volume key,
+// 4096-byte sectors, optional dm-integrity with hmac(sha256), pbkdf2
+// keyslots, one "cloister-state" token), and Open refuses everything else.
+//
+// # What is trusted
+//
+// Nothing on the disk. Whoever holds the disk can write any header, for
+// example one with cipher_null, a short key, a second segment or a keyslot
+// with a known passphrase, and so downgrade or fake the disk's
+// encryption. Open therefore validates the header before any other call
+// uses it (see ValidateMetadata for the checks), and validates again after
+// each change and before activation. Refusals are *HeaderError values that
+// name the field. The state token is untrusted too: it only says which key
+// to ask for, and the key proves itself by opening a keyslot.
+//
+// # Passphrases
+//
+// Keyslot passphrases are exactly 32 uniformly random bytes. That is why
+// pbkdf2 runs with the minimum of 1000 iterations and no benchmark: a slow
+// PBKDF protects guessable passwords and adds nothing to a 256-bit random
+// key, while it would slow every boot and every key check.
+//
+// # libcryptsetup binding
+//
+// The package calls libcryptsetup (Debian's libcryptsetup12, 2.6) through
+// its own few lines of cgo rather than github.com/martinjungblut/go-cryptsetup.
+// The pinned version of that binding lacks keyslot destroy, tokens and
+// crypt_dump_json, all of which this package needs, and keeps its C handle
+// unexported (cgo types are per package anyway), so the missing calls would
+// have needed a second libcryptsetup handle on the same header, each with
+// its own cached copy of the metadata. One handle per device, used for
+// every call, is simpler and avoids that. The fork
+// github.com/edgelesssys/go-cryptsetup has tokens but still no
+// crypt_dump_json. The binding is about a dozen calls in luks.go; key
+// material is passed from Go memory without copies to the C heap.
+//
+// The validated metadata is the JSON libcryptsetup itself loaded, taken
+// with crypt_dump_json: libcryptsetup chooses between the two header copies
+// and checks their checksums, so validating its view validates what it will
+// act on. Open also checks the binary header (magic, version, size) before
+// libcryptsetup parses anything.
+//
+// # Device-mapper
+//
+// Activate and Deactivate need device-mapper, and so does Format with
+// dm-integrity (libcryptsetup writes the dm-integrity superblock through a
+// temporary mapping). Host tests run everything else on file images with
+// the real library; the QEMU end-to-end tests exercise those calls.
+package cryptsetup

@@ -1,0 +1,300 @@
+package cryptsetup
+
+/*
+#cgo LDFLAGS: -lcryptsetup
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <libcryptsetup.h>
+
+// cloister_log keeps the last error libcryptsetup reported for one handle,
+// so Go errors can say why a call failed. It never sees key material:
+// libcryptsetup does not log passphrases or keys.
+struct cloister_log {
+	char last[256];
+};
+
+static void cloister_log_cb(int level, const char *msg, void *usrptr) {
+	struct cloister_log *l = usrptr;
+	size_t n;
+	if (level != CRYPT_LOG_ERROR || l == NULL || msg == NULL)
+		return;
+	n = strnlen(msg, sizeof(l->last) - 1);
+	memcpy(l->last, msg, n);
+	l->last[n] = 0;
+	while (n > 0 && (l->last[n-1] == '\n' || l->last[n-1] == '.'))
+		l->last[--n] = 0;
+}
+
+static void cloister_set_log(struct crypt_device *cd, struct cloister_log *l) {
+	crypt_set_log_callback(cd, cloister_log_cb, l);
+}
+
+static int cloister_format(struct crypt_device *cd, const char *integrity,
+		size_t volume_key_size, uint32_t iterations) {
+	struct crypt_pbkdf_type pbkdf = {
+		.type = CRYPT_KDF_PBKDF2,
+		.hash = "sha256",
+		.time_ms = 1,
+		.iterations = iterations,
+		.flags = CRYPT_PBKDF_NO_BENCHMARK,
+	};
+	struct crypt_params_luks2 params = {
+		.pbkdf = &pbkdf,
+		.integrity = integrity,
+		.sector_size = 4096,
+	};
+	int r = crypt_set_pbkdf_type(cd, &pbkdf);
+	if (r < 0)
+		return r;
+	return crypt_format(cd, CRYPT_LUKS2, "aes", "xts-plain64", NULL, NULL,
+		volume_key_size, &params);
+}
+
+static int cloister_set_pbkdf(struct crypt_device *cd, uint32_t iterations) {
+	struct crypt_pbkdf_type pbkdf = {
+		.type = CRYPT_KDF_PBKDF2,
+		.hash = "sha256",
+		.time_ms = 1,
+		.iterations = iterations,
+		.flags = CRYPT_PBKDF_NO_BENCHMARK,
+	};
+	return crypt_set_pbkdf_type(cd, &pbkdf);
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"syscall"
+	"unsafe"
+)
+
+// maxJSONCopy bounds what is copied out of libcryptsetup. LUKS2 allows a
+// JSON area of up to 4 MiB; ours is 12 KiB, and ValidateMetadata refuses
+// anything larger than maxMetadataSize anyway.
+const maxJSONCopy = 4 << 20
+
+// handle is one libcryptsetup context for one device. It is not safe for
+// concurrent use; Device serializes calls.
+type handle struct {
+	cd  *C.struct_crypt_device
+	log *C.struct_cloister_log
+}
+
+func newHandle(path string) (*handle, error) {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	var cd *C.struct_crypt_device
+	if r := C.crypt_init(&cd, cpath); r < 0 {
+		return nil, errnoError(r)
+	}
+	l := (*C.struct_cloister_log)(C.calloc(1, C.sizeof_struct_cloister_log))
+	if l == nil {
+		C.crypt_free(cd)
+		return nil, errors.New("allocating log buffer")
+	}
+	C.cloister_set_log(cd, l)
+	return &handle{cd: cd, log: l}, nil
+}
+
+func (h *handle) free() {
+	if h.cd != nil {
+		C.crypt_free(h.cd)
+		h.cd = nil
+	}
+	if h.log != nil {
+		C.free(unsafe.Pointer(h.log))
+		h.log = nil
+	}
+}
+
+// err turns a negative libcryptsetup return value into an error that
+// unwraps to the errno and carries libcryptsetup's last message.
+func (h *handle) err(r C.int) error {
+	e := errnoError(r)
+	if h.log == nil || h.log.last[0] == 0 {
+		return e
+	}
+	msg := C.GoString(&h.log.last[0])
+	h.log.last[0] = 0
+	return fmt.Errorf("%w (libcryptsetup: %s)", e, msg)
+}
+
+func errnoError(r C.int) error {
+	if r >= 0 {
+		return nil
+	}
+	return syscall.Errno(-r)
+}
+
+func (h *handle) format(integrity string, volumeKeySize int, iterations uint32) error {
+	var cint *C.char
+	if integrity != "" {
+		cint = C.CString(integrity)
+		defer C.free(unsafe.Pointer(cint))
+	}
+	if r := C.cloister_format(h.cd, cint, C.size_t(volumeKeySize), C.uint32_t(iterations)); r < 0 {
+		return h.err(r)
+	}
+	return nil
+}
+
+// setPBKDF makes the next keyslot use pbkdf2-sha256 with fixed iterations.
+// A loaded handle defaults to a benchmarked argon2id otherwise.
+func (h *handle) setPBKDF(iterations uint32) error {
+	if r := C.cloister_set_pbkdf(h.cd, C.uint32_t(iterations)); r < 0 {
+		return h.err(r)
+	}
+	return nil
+}
+
+func (h *handle) load() error {
+	// A nil type loads LUKS1 or LUKS2, so that a LUKS1 header is
+	// refused by name rather than as unreadable.
+	if r := C.crypt_load(h.cd, nil, nil); r < 0 {
+		return h.err(r)
+	}
+	return nil
+}
+
+func (h *handle) typ() string {
+	t := C.crypt_get_type(h.cd)
+	if t == nil {
+		return ""
+	}
+	return C.GoString(t)
+}
+
+func (h *handle) uuid() string {
+	u := C.crypt_get_uuid(h.cd)
+	if u == nil {
+		return ""
+	}
+	return C.GoString(u)
+}
+
+func (h *handle) label() string {
+	l := C.crypt_get_label(h.cd)
+	if l == nil {
+		return ""
+	}
+	return C.GoString(l)
+}
+
+func (h *handle) subsystem() string {
+	s := C.crypt_get_subsystem(h.cd)
+	if s == nil {
+		return ""
+	}
+	return C.GoString(s)
+}
+
+// dumpJSON returns a copy of the LUKS2 JSON metadata libcryptsetup loaded,
+// which is what every later call acts on.
+func (h *handle) dumpJSON() ([]byte, error) {
+	var js *C.char
+	if r := C.crypt_dump_json(h.cd, &js, 0); r < 0 {
+		return nil, h.err(r)
+	}
+	return boundedCopy(js)
+}
+
+func boundedCopy(s *C.char) ([]byte, error) {
+	if s == nil {
+		return nil, errors.New("libcryptsetup returned no JSON")
+	}
+	n := C.strnlen(s, maxJSONCopy+1)
+	if n > maxJSONCopy {
+		return nil, fmt.Errorf("JSON longer than %d bytes", maxJSONCopy)
+	}
+	return C.GoBytes(unsafe.Pointer(s), C.int(n)), nil
+}
+
+// bytesPtr passes Go memory without copying it: key material is never
+// duplicated on the C heap, where it could not be wiped.
+func bytesPtr(b []byte) *C.char {
+	if len(b) == 0 {
+		return nil
+	}
+	return (*C.char)(unsafe.Pointer(&b[0]))
+}
+
+// addKeyslotByVolumeKey adds a keyslot for pass using the volume key that
+// format left in the handle.
+func (h *handle) addKeyslotByVolumeKey(pass []byte) (int, error) {
+	r := C.crypt_keyslot_add_by_volume_key(h.cd, C.CRYPT_ANY_SLOT, nil, 0, bytesPtr(pass), C.size_t(len(pass)))
+	runtime.KeepAlive(pass)
+	if r < 0 {
+		return 0, h.err(r)
+	}
+	return int(r), nil
+}
+
+func (h *handle) addKeyslotByPassphrase(oldPass, newPass []byte) (int, error) {
+	r := C.crypt_keyslot_add_by_passphrase(h.cd, C.CRYPT_ANY_SLOT,
+		bytesPtr(oldPass), C.size_t(len(oldPass)), bytesPtr(newPass), C.size_t(len(newPass)))
+	runtime.KeepAlive(oldPass)
+	runtime.KeepAlive(newPass)
+	if r < 0 {
+		return 0, h.err(r)
+	}
+	return int(r), nil
+}
+
+// activate maps the device as name, or only checks the passphrase when
+// name is empty (no device-mapper needed). It returns the keyslot used.
+func (h *handle) activate(name string, pass []byte) (int, error) {
+	var cname *C.char
+	if name != "" {
+		cname = C.CString(name)
+		defer C.free(unsafe.Pointer(cname))
+	}
+	r := C.crypt_activate_by_passphrase(h.cd, cname, C.CRYPT_ANY_SLOT, bytesPtr(pass), C.size_t(len(pass)), 0)
+	runtime.KeepAlive(pass)
+	if r < 0 {
+		return 0, h.err(r)
+	}
+	return int(r), nil
+}
+
+func (h *handle) deactivate(name string) error {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	if r := C.crypt_deactivate(h.cd, cname); r < 0 {
+		return h.err(r)
+	}
+	return nil
+}
+
+func (h *handle) destroyKeyslot(slot int) error {
+	if r := C.crypt_keyslot_destroy(h.cd, C.int(slot)); r < 0 {
+		return h.err(r)
+	}
+	return nil
+}
+
+func (h *handle) tokenJSON(id int) ([]byte, error) {
+	var js *C.char
+	if r := C.crypt_token_json_get(h.cd, C.int(id), &js); r < 0 {
+		return nil, h.err(r)
+	}
+	return boundedCopy(js)
+}
+
+// setTokenJSON writes token id in one header update: libcryptsetup
+// replaces an existing token with the same id.
+func (h *handle) setTokenJSON(id int, js []byte) error {
+	cjs := C.CString(string(js))
+	defer C.free(unsafe.Pointer(cjs))
+	r := C.crypt_token_json_set(h.cd, C.int(id), cjs)
+	if r < 0 {
+		return h.err(r)
+	}
+	if int(r) != id {
+		return fmt.Errorf("token written to id %d, want %d", int(r), id)
+	}
+	return nil
+}
