@@ -3,8 +3,8 @@
 // kubernetes.Interface, does the four things a verified join needs:
 //
 //   - per-node, short-lived kubeadm bootstrap tokens (CreateBootstrapToken),
-//     deleted once the node is registered (DeleteTokensForNode) or expired
-//     (DeleteExpiredBootstrapTokens, RunTokenCleanup);
+//     deleted once their node is registered or they expired
+//     (DeleteSpentBootstrapTokens, run every minute by RunTokenCleanup);
 //   - kubeadm discovery data: the API server endpoint and the
 //     "sha256:<hex>" pins of the cluster CA (APIServerEndpoint, CACertHashes);
 //   - the kubelet client certificate, issued by the cluster's own signer

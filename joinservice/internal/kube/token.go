@@ -214,23 +214,38 @@ func (c *Cluster) cloisterTokens(ctx context.Context) ([]corev1.Secret, error) {
 	return out, nil
 }
 
-// DeleteExpiredBootstrapTokens deletes this package's bootstrap tokens whose
-// expiration has passed and returns how many it deleted. A Cloister token
-// with a missing or unreadable expiration counts as expired: every token
-// this package writes has one. Tokens without the cloister.dev/managed-by
-// label are never touched.
-func (c *Cluster) DeleteExpiredBootstrapTokens(ctx context.Context) (int, error) {
+// DeleteSpentBootstrapTokens deletes the bootstrap tokens this package
+// created that have done their job or can no longer do it: those whose node
+// is registered (it joined) and those that expired (or whose expiration does
+// not parse). It returns how many it deleted. Tokens without Cloister's label
+// are never touched.
+func (c *Cluster) DeleteSpentBootstrapTokens(ctx context.Context) (int, error) {
 	tokens, err := c.cloisterTokens(ctx)
 	if err != nil {
 		return 0, err
 	}
 	now := c.opts.Now()
+	registered := map[string]bool{} // one lookup per node and sweep
 	deleted := 0
 	var errs []error
 	for _, s := range tokens {
 		exp, err := time.Parse(time.RFC3339, string(s.Data[keyExpiration]))
 		if err == nil && now.Before(exp) {
-			continue
+			node := s.Annotations[AnnotationNode]
+			if node == "" {
+				continue // not a per-node token: it lives until it expires
+			}
+			done, seen := registered[node]
+			if !seen {
+				if done, err = c.NodeRegistered(ctx, node); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				registered[node] = done
+			}
+			if !done {
+				continue
+			}
 		}
 		if err := c.deleteSecret(ctx, &s); err != nil {
 			errs = append(errs, err)
@@ -282,7 +297,7 @@ func (c *Cluster) NodeRegistered(ctx context.Context, untrustedNodeName string) 
 	return true, nil
 }
 
-// RunTokenCleanup calls DeleteExpiredBootstrapTokens now and then every
+// RunTokenCleanup calls DeleteSpentBootstrapTokens now and then every
 // interval until ctx ends, and passes each result to report (which may be
 // nil; main uses it to log). It returns nil when ctx ends: cancellation is
 // not an error.
@@ -295,7 +310,7 @@ func (c *Cluster) RunTokenCleanup(ctx context.Context, interval time.Duration, r
 	for {
 		// Sweep at once, then every interval: after a restart, tokens that
 		// expired meanwhile go promptly.
-		n, err := c.DeleteExpiredBootstrapTokens(ctx)
+		n, err := c.DeleteSpentBootstrapTokens(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}

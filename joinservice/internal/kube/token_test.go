@@ -189,7 +189,7 @@ func tokenSecret(id, expiration string, cloister bool, mutate ...func(*corev1.Se
 	return s
 }
 
-func TestDeleteExpiredBootstrapTokensWithFakeClientset(t *testing.T) {
+func TestDeleteSpentBootstrapTokensWithFakeClientset(t *testing.T) {
 	past, future := testNow.Add(-time.Minute).Format(time.RFC3339), testNow.Add(time.Minute).Format(time.RFC3339)
 	objects := []runtime.Object{
 		tokenSecret("exp001", past, true),
@@ -201,7 +201,7 @@ func TestDeleteExpiredBootstrapTokensWithFakeClientset(t *testing.T) {
 		tokenSecret("mismat", past, true, func(s *corev1.Secret) { s.Data["token-id"] = []byte("other1") }),
 	}
 	c, _ := newFakeCluster(t, Options{}, objects...)
-	n, err := c.DeleteExpiredBootstrapTokens(context.Background())
+	n, err := c.DeleteSpentBootstrapTokens(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +216,29 @@ func TestDeleteExpiredBootstrapTokensWithFakeClientset(t *testing.T) {
 	for _, id := range []string{"live01", "kubeadm", "opaque", "mismat"} {
 		getSecret(t, c, "bootstrap-token-"+id)
 	}
+}
+
+func TestDeleteSpentBootstrapTokensDeletesTokensOfRegisteredNodesWithFakeClientset(t *testing.T) {
+	c, client := newFakeCluster(t, Options{})
+	joined, err := c.CreateBootstrapToken(context.Background(), "worker-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting, err := c.CreateBootstrapToken(context.Background(), "worker-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.DeleteSpentBootstrapTokens(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("deleted %d (err %v), want 1: the registered node's token", n, err)
+	}
+	if _, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Get(context.Background(), "bootstrap-token-"+joined.ID, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("token of registered worker-1: err = %v, want NotFound", err)
+	}
+	getSecret(t, c, "bootstrap-token-"+waiting.ID)
 }
 
 func TestDeleteBootstrapTokenIsIdempotent(t *testing.T) {

@@ -435,7 +435,7 @@ func TestRestartLosesNothing(t *testing.T) {
 		t.Error("the restarted service derived another disk key")
 	}
 	env.Advance(time.Hour)
-	deleted, err := env.Kube.DeleteExpiredBootstrapTokens(context.Background())
+	deleted, err := env.Kube.DeleteSpentBootstrapTokens(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
