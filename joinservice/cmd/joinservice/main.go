@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
 	"github.com/cloister-dev/cloister/internal/attestation/snp"
 	"github.com/cloister-dev/cloister/internal/keys"
+	"github.com/cloister-dev/cloister/internal/keys/kubesecret"
 	"github.com/cloister-dev/cloister/internal/sdnotify"
 	"github.com/cloister-dev/cloister/joinservice/internal/config"
 	"github.com/cloister-dev/cloister/joinservice/internal/kube"
@@ -59,6 +61,7 @@ Config file fields and defaults:
   policy: /etc/cloister/policy.yaml      reference values, reread every policyReloadInterval
   policyReloadInterval: 10s        a bad new policy is refused and the old one stays
   clusterSecrets: /var/lib/cloister/cluster-secrets.json   must be mode 0600
+  clusterSecretsSecret: ""         or "namespace/name" of a Kubernetes Secret (data key "secrets")
   kubeconfig: ""                   empty: in-cluster service account
   apiServerEndpoint: ""            host:port told to nodes; empty: from cluster-info
   kubernetesVersion: v1.37.2
@@ -170,17 +173,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("building attested TLS credentials: %w", err)
 	}
-	srv := server.New(keys.FileProvider{Path: cfg.ClusterSecrets}, cluster, ver, m, log, server.Options{
+	secrets := secretsProvider(cfg, kubeClient)
+	// Fail early if the cluster secrets are unusable, not at the first join.
+	if _, err := secrets.ClusterSecrets(ctx); err != nil {
+		return err
+	}
+	srv := server.New(secrets, cluster, ver, m, log, server.Options{
 		APIServerEndpoint:         endpoint,
 		KubernetesVersion:         cfg.KubernetesVersion,
 		DiskKeyGeneration:         cfg.DiskKeyGeneration,
 		AllowControlPlaneJoins:    cfg.AllowControlPlaneJoins,
 		AllowVariantsWithoutLatch: cfg.AllowVariantsWithoutLatch,
 	})
-	// Fail early if the secrets file is unusable, not at the first join.
-	if _, err := (keys.FileProvider{Path: cfg.ClusterSecrets}).ClusterSecrets(ctx); err != nil {
-		return err
-	}
 
 	callLimiter := ratelimit.New(ratelimit.Options{PerSecond: cfg.RateLimit.CallsPerSecond, Burst: cfg.RateLimit.CallBurst})
 	grpcServer := grpc.NewServer(
@@ -282,6 +286,13 @@ func loadAnchors(t config.Trust, allowInsecureDev bool) (platform.Anchors, error
 		a.SNPCertGetter = cache
 	}
 	return a, nil
+}
+
+func secretsProvider(cfg config.Config, client kubernetes.Interface) keys.KeyProvider {
+	if ns, name, ok := strings.Cut(cfg.ClusterSecretsSecret, "/"); ok {
+		return &kubesecret.Provider{Client: client, Namespace: ns, Name: name}
+	}
+	return keys.FileProvider{Path: cfg.ClusterSecrets}
 }
 
 func kubernetesClient(kubeconfig string) (kubernetes.Interface, error) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -26,6 +27,9 @@ type Config struct {
 	PolicyReloadInterval Duration `json:"policyReloadInterval"`
 	// ClusterSecrets is the 0600 file with the master and measurement secrets.
 	ClusterSecrets string `json:"clusterSecrets"`
+	// ClusterSecretsSecret, "namespace/name", reads them from a Kubernetes
+	// Secret instead; it excludes ClusterSecrets.
+	ClusterSecretsSecret string `json:"clusterSecretsSecret"`
 	// Kubeconfig reaches the API server; empty means in-cluster.
 	Kubeconfig string `json:"kubeconfig"`
 	// APIServerEndpoint is what joining nodes dial (host:port).
@@ -103,6 +107,10 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
 
+// DefaultClusterSecrets is the secrets file used when the file names no
+// source of cluster secrets.
+const DefaultClusterSecrets = "/var/lib/cloister/cluster-secrets.json"
+
 // Default is the configuration used where the file says nothing.
 func Default() Config {
 	return Config{
@@ -110,7 +118,6 @@ func Default() Config {
 		MetricsListen:        ":9091",
 		Policy:               "/etc/cloister/policy.yaml",
 		PolicyReloadInterval: D(10 * time.Second),
-		ClusterSecrets:       "/var/lib/cloister/cluster-secrets.json",
 		KubernetesVersion:    "v1.37.2",
 		BootstrapTokenTTL:    D(15 * time.Minute),
 		RequestTimeout:       D(30 * time.Second),
@@ -137,6 +144,9 @@ func Load(path string) (Config, error) {
 			return Config{}, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
+	if c.ClusterSecrets == "" && c.ClusterSecretsSecret == "" {
+		c.ClusterSecrets = DefaultClusterSecrets
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -162,8 +172,15 @@ func (c Config) Validate() error {
 	if c.Policy == "" {
 		bad("policy", "missing")
 	}
-	if c.ClusterSecrets == "" {
-		bad("clusterSecrets", "missing")
+	switch {
+	case c.ClusterSecrets != "" && c.ClusterSecretsSecret != "":
+		bad("clusterSecretsSecret", "set either clusterSecrets (a file) or clusterSecretsSecret, not both")
+	case c.ClusterSecrets == "" && c.ClusterSecretsSecret == "":
+		bad("clusterSecrets", "missing: set the secrets file, or clusterSecretsSecret")
+	case c.ClusterSecretsSecret != "":
+		if ns, name, ok := strings.Cut(c.ClusterSecretsSecret, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			bad("clusterSecretsSecret", "want namespace/name, got %q", c.ClusterSecretsSecret)
+		}
 	}
 	for field, d := range map[string]Duration{
 		"policyReloadInterval": c.PolicyReloadInterval, "bootstrapTokenTTL": c.BootstrapTokenTTL,

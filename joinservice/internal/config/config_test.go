@@ -32,6 +32,12 @@ func TestLoadDefaultsAndOverrides(t *testing.T) {
 	if c.Listen != "127.0.0.1:7000" || c.BootstrapTokenTTL.Duration != 5*time.Minute || c.Trust.TPMEKRoots[0] != "/etc/ek.pem" {
 		t.Errorf("overrides: %+v", c)
 	}
+	if c.ClusterSecrets != DefaultClusterSecrets {
+		t.Errorf("clusterSecrets default %q", c.ClusterSecrets)
+	}
+	if c, err := Load(write(t, "clusterSecretsSecret: kube-system/cloister")); err != nil || c.ClusterSecrets != "" {
+		t.Errorf("a Secret source must replace the default file: %+v, %v", c, err)
+	}
 	if c.MetricsListen != ":9091" {
 		t.Error("an override dropped an unrelated default")
 	}
@@ -46,6 +52,8 @@ func TestLoadRejects(t *testing.T) {
 		{"token ttl too long", "bootstrapTokenTTL: 48h", "bootstrapTokenTTL: at most 24h"},
 		{"zero rate", "rateLimit: {connectionsPerSecond: 0, connectionBurst: 1, callsPerSecond: 1, callBurst: 1}", "rateLimit"},
 		{"empty policy path", "policy: ''", "policy: missing"},
+		{"two secrets sources", "clusterSecrets: /s.json\nclusterSecretsSecret: kube-system/x", "not both"},
+		{"secret without namespace", "clusterSecretsSecret: x", "want namespace/name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
