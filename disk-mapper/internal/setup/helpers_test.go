@@ -49,6 +49,13 @@ func newKey(tb testing.TB) []byte {
 // re-keyed to key, as the bootstrapper leaves it after a join.
 func keyedImage(tb testing.TB, key []byte) (path, uuid string) {
 	tb.Helper()
+	return keyedImageFor(tb, func(string) []byte { return key })
+}
+
+// keyedImageFor is keyedImage with the key derived from the disk's UUID, as
+// the join service derives it.
+func keyedImageFor(tb testing.TB, keyFor func(uuid string) []byte) (path, uuid string) {
+	tb.Helper()
 	path = newImage(tb)
 	oneTime := newKey(tb)
 	uuid, err := cryptsetup.Format(context.Background(), path, oneTime, cryptsetup.FormatOptions{})
@@ -62,7 +69,7 @@ func keyedImage(tb testing.TB, key []byte) (path, uuid string) {
 	defer d.Close()
 	// The join service's default generation is 0, but Rekey numbers
 	// derived keys from 1; the token's generation is informational only.
-	if err := d.Rekey(context.Background(), oneTime, key, 1); err != nil {
+	if err := d.Rekey(context.Background(), oneTime, keyFor(uuid), 1); err != nil {
 		tb.Fatalf("Rekey: %v", err)
 	}
 	return path, uuid
@@ -169,18 +176,25 @@ func (s *fakeSource) results() []error {
 }
 
 type testFlow struct {
-	flow    *Flow
-	mapper  *fakeMapper
-	fs      *fakeFilesystem
-	status  *status.Tracker
-	opts    Options
-	logs    *bytes.Buffer
+	flow   *Flow
+	mapper *fakeMapper
+	fs     *fakeFilesystem
+	status *status.Tracker
+	opts   Options
+	logs   *bytes.Buffer
 }
 
 func newTestFlow(tb testing.TB, l latch, sources map[string]keySource, mod func(*Options)) *testFlow {
 	tb.Helper()
+	return newTestFlowWith(tb, l, status.New("disk-mapper", status.Options{}), &bytes.Buffer{}, sources, mod)
+}
+
+// newTestFlowWith is newTestFlow with the tracker and log buffer the key
+// sources share.
+func newTestFlowWith(tb testing.TB, l latch, st *status.Tracker, logs *bytes.Buffer, sources map[string]keySource, mod func(*Options)) *testFlow {
+	tb.Helper()
 	dir := tb.TempDir()
-	tf := &testFlow{mapper: newFakeMapper(tb), fs: &fakeFilesystem{}, status: status.New("disk-mapper", status.Options{}), logs: &bytes.Buffer{}}
+	tf := &testFlow{mapper: newFakeMapper(tb), fs: &fakeFilesystem{}, status: st, logs: logs}
 	tf.opts = Options{
 		PassphrasePath: filepath.Join(dir, "run/cloister/one-time-passphrase"),
 		MountPoint:     filepath.Join(dir, "state"),
