@@ -6,7 +6,11 @@ import (
 	"net"
 	"testing"
 
+	"github.com/cloister-dev/cloister/internal/attestation"
 	"github.com/cloister-dev/cloister/internal/attestation/insecuredev"
+	"github.com/cloister-dev/cloister/internal/attestation/policy"
+	"github.com/cloister-dev/cloister/internal/attestation/tdx"
+	"github.com/cloister-dev/cloister/internal/attestation/tdx/tdxtest"
 	atlsv1 "github.com/cloister-dev/cloister/proto/atls/v1"
 	attestationv1 "github.com/cloister-dev/cloister/proto/attestation/v1"
 )
@@ -77,6 +81,36 @@ func BenchmarkHandshakeAndFirstRPC(b *testing.B) {
 	b.Run("mutual-insecure-dev", func(b *testing.B) {
 		benchmarkHandshakeAndFirstRPC(b, mutualInsecureDevConfig(b), mutualInsecureDevConfig(b))
 	})
+	// Real quote verification by go-tdx-guest on both sides; the Intel
+	// chain is fake (tdxtest), the cost is the real one.
+	b.Run("mutual-tdx-fake-intel-chain", func(b *testing.B) {
+		cfg := mutualTDXConfig(b)
+		benchmarkHandshakeAndFirstRPC(b, cfg, cfg)
+	})
+}
+
+// mutualTDXConfig attests and verifies with TDX quotes from a fake
+// Intel-shaped chain.
+func mutualTDXConfig(tb testing.TB) Config {
+	tb.Helper()
+	chain, err := tdxtest.NewChain(tdxtest.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	body := tdxtest.Body{MRTD: [48]byte{0xaa}}
+	issuer, err := tdx.NewIssuer(chain.QuoteProvider(body), tdx.IssuerOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	v, err := tdx.NewValidator(&policy.TDX{MRTD: policy.Value{Want: body.MRTD[:], Mode: policy.Enforce}}, tdx.ValidatorOptions{TrustedRoots: chain.Pool()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	validators, err := attestation.NewValidators(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Config{Issuer: issuer, Verifier: validators}
 }
 
 // benchmarkHandshake measures the handshake alone, without gRPC, over TCP
