@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"strconv"
 )
 
@@ -70,11 +70,21 @@ func (o FormatOptions) volumeKeySize() int {
 // checkBinaryHeader checks the fixed 4096-byte binary header in front of
 // the primary JSON area before libcryptsetup parses anything, so that a
 // LUKS1 or foreign header is refused by name.
-func checkBinaryHeader(r io.ReaderAt) error {
+func checkBinaryHeader(r io.ReadSeeker) error {
+	size, err := r.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("reading device size: %w", err)
+	}
+	if size <= segmentOffset {
+		return headerErr("header", fmt.Sprintf("device larger than the %d-byte header area", segmentOffset), fmt.Sprintf("%d bytes", size))
+	}
 	var b [4096]byte
-	n, err := r.ReadAt(b[:], 0)
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("reading LUKS header: %w", err)
+	}
+	n, err := io.ReadFull(r, b[:])
 	if n < len(b) {
-		if err != nil && !errors.Is(err, io.EOF) {
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("reading LUKS header: %w", err)
 		}
 		return headerErr("header", "4096-byte LUKS2 binary header", strconv.Itoa(n)+" bytes")
@@ -104,9 +114,9 @@ func checkBinaryHeader(r io.ReaderAt) error {
 //     integrity hmac(sha256) without journal encryption or integrity
 //     exactly when opts.Integrity is set;
 //  4. keyslots: one or two, ids 0-31, each luks2 with the volume key size
-//     (64 bytes, 96 with integrity), normal priority, af luks1 with 4000
-//     sha256 stripes, a raw aes-xts-plain64 area of the matching size
-//     inside the keyslots area, and pbkdf2-sha256 with 1000 iterations;
+//     (64 bytes, 96 with integrity), normal priority, pbkdf2-sha256 with
+//     1000 iterations, af luks1 with 4000 sha256 stripes, and a raw
+//     aes-xts-plain64 area of the matching size inside the keyslots area;
 //  5. digests: exactly digest 0, pbkdf2-sha256 with 1000 iterations,
 //     covering exactly the keyslots and segment 0;
 //  6. tokens: exactly token 0, the "cloister-state" token (see State).
@@ -237,11 +247,7 @@ func checkKeyslots(ks *object, opts FormatOptions) ([]string, error) {
 			return nil, headerErr("keyslots", fmt.Sprintf("keyslot ids 0-%d", maxKeyslotID), id)
 		}
 	}
-	sort.Slice(ids, func(i, j int) bool {
-		a, _ := canonicalID(ids[i], maxKeyslotID)
-		b, _ := canonicalID(ids[j], maxKeyslotID)
-		return a < b
-	})
+	slices.SortFunc(ids, compareIDs)
 	keySize := uint64(opts.volumeKeySize())
 	for _, id := range ids {
 		k, err := ks.obj(id)
@@ -260,6 +266,16 @@ func checkKeyslots(ks *object, opts FormatOptions) ([]string, error) {
 			if err := k.wantNumber("priority", 1); err != nil {
 				return nil, err
 			}
+		}
+		kdf, err := k.obj("kdf")
+		if err != nil {
+			return nil, err
+		}
+		if err := checkPBKDF2(kdf); err != nil {
+			return nil, err
+		}
+		if err := kdf.done(); err != nil {
+			return nil, err
 		}
 		af, err := k.obj("af")
 		if err != nil {
@@ -305,16 +321,6 @@ func checkKeyslots(ks *object, opts FormatOptions) ([]string, error) {
 		if err := area.done(); err != nil {
 			return nil, err
 		}
-		kdf, err := k.obj("kdf")
-		if err != nil {
-			return nil, err
-		}
-		if err := checkPBKDF2(kdf); err != nil {
-			return nil, err
-		}
-		if err := kdf.done(); err != nil {
-			return nil, err
-		}
 		if err := k.done(); err != nil {
 			return nil, err
 		}
@@ -349,7 +355,7 @@ func checkDigests(ds *object, slots []string) error {
 	if err := d.wantBase64("digest", digestSize); err != nil {
 		return err
 	}
-	if err := d.wantStrings("keyslots", slots); err != nil {
+	if err := d.wantIDSet("keyslots", slots); err != nil {
 		return err
 	}
 	if err := d.wantStrings("segments", []string{"0"}); err != nil {
@@ -464,12 +470,17 @@ func walkJSON(dec *json.Decoder, path string, depth int) error {
 	return nil
 }
 
+// jsonSyntaxErr reports broken JSON on the whole metadata, with where it
+// broke in Got.
 func jsonSyntaxErr(path string, err error) error {
 	got := err.Error()
 	if errors.Is(err, io.EOF) {
 		got = "truncated JSON"
 	}
-	return headerErr(fieldName(path), "valid JSON", got)
+	if path != "" {
+		got += " in " + path
+	}
+	return headerErr("metadata", "valid JSON", got)
 }
 
 func fieldName(path string) string {
@@ -479,9 +490,33 @@ func fieldName(path string) string {
 	return path
 }
 
+// pathJoin appends an untrusted key to a field path, quoted unless it is
+// short, plain and free of dots, so a field name is never empty or
+// ambiguous.
 func pathJoin(path, key string) string {
+	if !plainKey(key) {
+		if len(key) > maxKeyName {
+			key = key[:maxKeyName]
+		}
+		key = strconv.Quote(key)
+	}
 	if path == "" {
 		return key
 	}
 	return path + "." + key
+}
+
+const maxKeyName = 32
+
+func plainKey(k string) bool {
+	if k == "" || len(k) > maxKeyName {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c <= ' ' || c >= 0x7f || c == '.' || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }

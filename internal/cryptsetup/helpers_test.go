@@ -45,7 +45,7 @@ func newImage(tb testing.TB) string {
 	return p
 }
 
-func newKey(tb testing.TB) []byte {
+func randomKey(tb testing.TB) []byte {
 	tb.Helper()
 	k := make([]byte, PassphraseSize)
 	if _, err := rand.Read(k); err != nil {
@@ -109,4 +109,11 @@ func headerField(err error) string {
 		return he.Field
 	}
 	return ""
+}
+
+// hasDeviceMapper reports whether the kernel has a device-mapper misc
+// device. /dev/mapper/control may exist without one (as on the test hosts).
+func hasDeviceMapper() bool {
+	b, err := os.ReadFile("/proc/misc")
+	return err == nil && bytes.Contains(b, []byte(" device-mapper\n"))
 }

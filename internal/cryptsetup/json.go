@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // object is one JSON object of untrusted metadata, read field by field so
@@ -186,6 +187,36 @@ func (o *object) wantStrings(key string, want []string) error {
 		return headerErr(o.field(key), w, "["+joinQuoted(got)+"]")
 	}
 	return nil
+}
+
+// wantIDSet checks an array of decimal ids for exactly the ids in want,
+// in any order (libcryptsetup keeps insertion order), without repeats.
+func (o *object) wantIDSet(key string, want []string) error {
+	w := "[" + joinQuoted(want) + "] in any order"
+	raw, err := o.get(key, w)
+	if err != nil {
+		return err
+	}
+	var got []string
+	if kind(raw) != "array" || json.Unmarshal(raw, &got) != nil {
+		return headerErr(o.field(key), w, kind(raw))
+	}
+	sorted := slices.Clone(got)
+	slices.SortFunc(sorted, compareIDs)
+	ws := slices.Clone(want)
+	slices.SortFunc(ws, compareIDs)
+	if !slices.Equal(sorted, ws) {
+		return headerErr(o.field(key), w, "["+joinQuoted(got)+"]")
+	}
+	return nil
+}
+
+// compareIDs orders canonical decimal ids numerically.
+func compareIDs(a, b string) int {
+	if len(a) != len(b) {
+		return len(a) - len(b)
+	}
+	return strings.Compare(a, b)
 }
 
 func joinQuoted(ss []string) string {
