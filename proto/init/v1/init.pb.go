@@ -35,6 +35,11 @@ type InitRequest struct {
 	ClusterName string `protobuf:"bytes,5,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
 	// kubernetes_version is the version to initialize, e.g. "v1.37.2".
 	KubernetesVersion string `protobuf:"bytes,6,opt,name=kubernetes_version,json=kubernetesVersion,proto3" json:"kubernetes_version,omitempty"`
+	// measurement_secret derives the cluster ID with measurement_salt
+	// (32 bytes). The CLI generates it with the other secrets and keeps a copy,
+	// so that `cloister recover` can send it to a rebooted node and `cloister
+	// verify` can compute the expected latch.
+	MeasurementSecret []byte `protobuf:"bytes,7,opt,name=measurement_secret,json=measurementSecret,proto3" json:"measurement_secret,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -109,6 +114,13 @@ func (x *InitRequest) GetKubernetesVersion() string {
 		return x.KubernetesVersion
 	}
 	return ""
+}
+
+func (x *InitRequest) GetMeasurementSecret() []byte {
+	if x != nil {
+		return x.MeasurementSecret
+	}
+	return nil
 }
 
 type InitResponse struct {
@@ -315,7 +327,7 @@ var File_init_v1_init_proto protoreflect.FileDescriptor
 
 const file_init_v1_init_proto_rawDesc = "" +
 	"\n" +
-	"\x12init/v1/init.proto\x12\x10cloister.init.v1\"\xf1\x01\n" +
+	"\x12init/v1/init.proto\x12\x10cloister.init.v1\"\xa0\x02\n" +
 	"\vInitRequest\x12#\n" +
 	"\rmaster_secret\x18\x01 \x01(\fR\fmasterSecret\x12\x1f\n" +
 	"\vmaster_salt\x18\x02 \x01(\fR\n" +
@@ -324,7 +336,8 @@ const file_init_v1_init_proto_rawDesc = "" +
 	"\vinit_secret\x18\x04 \x01(\fR\n" +
 	"initSecret\x12!\n" +
 	"\fcluster_name\x18\x05 \x01(\tR\vclusterName\x12-\n" +
-	"\x12kubernetes_version\x18\x06 \x01(\tR\x11kubernetesVersion\"\xaa\x01\n" +
+	"\x12kubernetes_version\x18\x06 \x01(\tR\x11kubernetesVersion\x12-\n" +
+	"\x12measurement_secret\x18\a \x01(\fR\x11measurementSecret\"\xaa\x01\n" +
 	"\fInitResponse\x12\x1c\n" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x129\n" +
 	"\asuccess\x18\x02 \x01(\v2\x1d.cloister.init.v1.InitSuccessH\x00R\asuccess\x129\n" +
