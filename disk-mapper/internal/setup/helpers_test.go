@@ -184,14 +184,14 @@ type testFlow struct {
 	logs   *bytes.Buffer
 }
 
-func newTestFlow(tb testing.TB, l latch, sources map[string]keySource, mod func(*Options)) *testFlow {
+func newTestFlow(tb testing.TB, l latch, sources map[string]KeySource, mod func(*Options)) *testFlow {
 	tb.Helper()
 	return newTestFlowWith(tb, l, status.New("disk-mapper", status.Options{}), &bytes.Buffer{}, sources, mod)
 }
 
 // newTestFlowWith is newTestFlow with the tracker and log buffer the key
 // sources share.
-func newTestFlowWith(tb testing.TB, l latch, st *status.Tracker, logs *bytes.Buffer, sources map[string]keySource, mod func(*Options)) *testFlow {
+func newTestFlowWith(tb testing.TB, l latch, st *status.Tracker, logs *bytes.Buffer, sources map[string]KeySource, mod func(*Options)) *testFlow {
 	tb.Helper()
 	dir := tb.TempDir()
 	tf := &testFlow{mapper: newFakeMapper(tb), fs: &fakeFilesystem{}, status: st, logs: logs}

@@ -160,7 +160,7 @@ func (n *node) startKeyedRun(t *testing.T, svc *jointest.Service, endpoint strin
 		t.Fatal(err)
 	}
 	rec := recovery.New(lis, recCreds, st, log)
-	tf := newTestFlowWith(t, clusterlatch.NewTPM(n.sim), st, logs, map[string]keySource{"rejoin": rj, "recovery": rec}, nil)
+	tf := newTestFlowWith(t, clusterlatch.NewTPM(n.sim), st, logs, map[string]KeySource{"rejoin": rj, "recovery": rec}, nil)
 	tf.writeSalt(t, svc.Secrets.MeasurementSalt)
 	kr := &keyedRun{testFlow: tf, img: img, uuid: uuid, recoveryAddr: lis.Addr().String(), done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

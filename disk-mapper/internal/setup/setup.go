@@ -79,9 +79,10 @@ type latch interface {
 	Extend(ctx context.Context, clusterID []byte) error
 }
 
-// keySource offers keys to the checker until one wins or ctx ends; it
-// returns nil then. An error means the source gave up.
-type keySource interface {
+// KeySource delivers candidate keys for a keyed disk (rejoin.Client,
+// recovery.Server). Run offers keys to the checker until one wins or ctx
+// ends, and returns nil then; an error means the source gave up.
+type KeySource interface {
 	Run(ctx context.Context, c *unlock.Checker) error
 }
 
@@ -101,7 +102,7 @@ type Components struct {
 	Status     tracker
 	Log        *slog.Logger
 	// Sources race to deliver the key of a keyed disk (rejoin, recovery).
-	Sources map[string]keySource
+	Sources map[string]KeySource
 }
 
 // Options are the Flow's settings; the zero value uses the defaults.

@@ -21,7 +21,7 @@ func TestFreshDiskWithFakeMapper(t *testing.T) {
 	img := newImage(t)
 	l := &fakeLatch{}
 	src := &fakeSource{}
-	tf := newTestFlow(t, l, map[string]keySource{"fake": src}, nil)
+	tf := newTestFlow(t, l, map[string]KeySource{"fake": src}, nil)
 	res, err := tf.flow.Run(context.Background(), img)
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -96,7 +96,7 @@ func TestNotKeyedDiskIsReformattedWithFakeMapper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tf := newTestFlow(t, &fakeLatch{}, map[string]keySource{"fake": &fakeSource{}}, nil)
+	tf := newTestFlow(t, &fakeLatch{}, map[string]KeySource{"fake": &fakeSource{}}, nil)
 	res, err := tf.flow.Run(context.Background(), img)
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -145,7 +145,7 @@ func TestRefusedHeaderIsNeverFormatted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tf := newTestFlow(t, &fakeLatch{}, map[string]keySource{"fake": &fakeSource{}}, nil)
+			tf := newTestFlow(t, &fakeLatch{}, map[string]KeySource{"fake": &fakeSource{}}, nil)
 			res, err := tf.flow.Run(context.Background(), img)
 			if ExitCode(err) != ExitHeaderInvalid {
 				t.Fatalf("Run = %+v, %v (exit %d); want exit %d", res, err, ExitCode(err), ExitHeaderInvalid)
@@ -169,7 +169,7 @@ func TestKeyedDiskWithFakeSources(t *testing.T) {
 	wrong := newKey(t)
 	tests := []struct {
 		name       string
-		sources    func() map[string]keySource
+		sources    func() map[string]KeySource
 		noSalt     bool
 		badSalt    []byte
 		keyTimeout time.Duration
@@ -178,8 +178,8 @@ func TestKeyedDiskWithFakeSources(t *testing.T) {
 	}{
 		{
 			name: "wrong key then right key from one source",
-			sources: func() map[string]keySource {
-				return map[string]keySource{"fake": &fakeSource{offers: []unlock.Candidate{
+			sources: func() map[string]KeySource {
+				return map[string]KeySource{"fake": &fakeSource{offers: []unlock.Candidate{
 					{DiskKey: wrong, MeasurementSecret: secret, Source: "fake"},
 					{DiskKey: key, MeasurementSecret: secret, Source: "fake"},
 				}}}
@@ -188,29 +188,29 @@ func TestKeyedDiskWithFakeSources(t *testing.T) {
 		},
 		{
 			name: "only wrong keys until the key timeout",
-			sources: func() map[string]keySource {
-				return map[string]keySource{"fake": &fakeSource{offers: []unlock.Candidate{{DiskKey: wrong, MeasurementSecret: secret}}}}
+			sources: func() map[string]KeySource {
+				return map[string]KeySource{"fake": &fakeSource{offers: []unlock.Candidate{{DiskKey: wrong, MeasurementSecret: secret}}}}
 			},
 			keyTimeout: 100 * time.Millisecond, wantExit: ExitNoKey,
 		},
 		{
 			name: "every source gives up",
-			sources: func() map[string]keySource {
-				return map[string]keySource{"a": &fakeSource{fail: errors.New("listener closed")}, "b": &fakeSource{fail: errors.New("no endpoints")}}
+			sources: func() map[string]KeySource {
+				return map[string]KeySource{"a": &fakeSource{fail: errors.New("listener closed")}, "b": &fakeSource{fail: errors.New("no endpoints")}}
 			},
 			wantExit: ExitNoKey,
 		},
 		{
 			name: "salt missing on a keyed disk",
-			sources: func() map[string]keySource {
-				return map[string]keySource{"fake": &fakeSource{offers: []unlock.Candidate{{DiskKey: key, MeasurementSecret: secret}}}}
+			sources: func() map[string]KeySource {
+				return map[string]KeySource{"fake": &fakeSource{offers: []unlock.Candidate{{DiskKey: key, MeasurementSecret: secret}}}}
 			},
 			noSalt: true, wantExit: ExitInternal,
 		},
 		{
 			name: "salt of the wrong size",
-			sources: func() map[string]keySource {
-				return map[string]keySource{"fake": &fakeSource{offers: []unlock.Candidate{{DiskKey: key, MeasurementSecret: secret}}}}
+			sources: func() map[string]KeySource {
+				return map[string]KeySource{"fake": &fakeSource{offers: []unlock.Candidate{{DiskKey: key, MeasurementSecret: secret}}}}
 			},
 			badSalt: salt[:31], wantExit: ExitInternal,
 		},
@@ -293,7 +293,7 @@ func TestNewRefusesMissingComponents(t *testing.T) {
 	full := Components{
 		Headers: LUKS{}, Mapper: &fakeMapper{}, Filesystem: &fakeFilesystem{}, Latch: &fakeLatch{},
 		Status: status.New("disk-mapper", status.Options{}), Log: slog.New(slog.DiscardHandler),
-		Sources: map[string]keySource{"f": &fakeSource{}},
+		Sources: map[string]KeySource{"f": &fakeSource{}},
 	}
 	if _, err := New(full, Options{}); err != nil {
 		t.Fatalf("New with every component: %v", err)
