@@ -30,16 +30,18 @@
 // # libcryptsetup binding
 //
 // The package calls libcryptsetup (Debian's libcryptsetup12, 2.6) through
-// its own few lines of cgo rather than github.com/martinjungblut/go-cryptsetup.
-// The pinned version of that binding lacks keyslot destroy, tokens and
-// crypt_dump_json, all of which this package needs, and keeps its C handle
-// unexported (cgo types are per package anyway), so the missing calls would
-// have needed a second libcryptsetup handle on the same header, each with
-// its own cached copy of the metadata. One handle per device, used for
-// every call, is simpler and avoids that. The fork
-// github.com/edgelesssys/go-cryptsetup has tokens but still no
-// crypt_dump_json. The binding is about a dozen calls in luks.go; key
-// material is passed from Go memory without copies to the C heap.
+// its own few lines of cgo (luks.go, about a dozen calls) instead of
+// github.com/martinjungblut/go-cryptsetup. The pinned version of that
+// binding lacks keyslot destroy, tokens and crypt_dump_json, which Rekey,
+// the state token and validation need, and its C handle is unexported (and
+// cgo types are per package anyway), so adding the missing calls beside it
+// would have meant a second libcryptsetup handle on the same header, each
+// with its own cached copy of the metadata. The fork
+// github.com/edgelesssys/go-cryptsetup adds tokens and crypt_dump_json but
+// still no keyslot destroy, and, like the original, takes passphrases as
+// Go strings that it copies to the C heap without wiping. One handle per
+// device, used for every call, with key material passed straight from Go
+// memory, is the simplest robust option, and it adds no module to go.mod.
 //
 // The validated metadata is the JSON libcryptsetup itself loaded, taken
 // with crypt_dump_json: libcryptsetup chooses between the two header copies
