@@ -90,7 +90,7 @@ func checkBinaryHeader(r io.ReadSeeker) error {
 		return headerErr("header", "4096-byte LUKS2 binary header", strconv.Itoa(n)+" bytes")
 	}
 	if !bytes.Equal(b[:6], []byte("LUKS\xba\xbe")) {
-		return headerErr("header.magic", `LUKS\xba\xbe`, fmt.Sprintf("%q", b[:6]))
+		return headerErr("header.magic", "4c554b53babe", fmt.Sprintf("%x", b[:6]))
 	}
 	if v := binary.BigEndian.Uint16(b[6:8]); v != 2 {
 		return headerErr("header.version", "2", strconv.Itoa(int(v)))

@@ -111,6 +111,12 @@ func (h *handle) free() {
 	}
 }
 
+// clearLog forgets libcryptsetup's last message before a new call, so an
+// error never carries a message from an earlier call.
+func (h *handle) clearLog() {
+	h.log.last[0] = 0
+}
+
 // err turns a negative libcryptsetup return value into an error that
 // unwraps to the errno and carries libcryptsetup's last message.
 func (h *handle) err(r C.int) error {
@@ -131,6 +137,7 @@ func errnoError(r C.int) error {
 }
 
 func (h *handle) format(integrity string, volumeKeySize int, iterations uint32) error {
+	h.clearLog()
 	var cint *C.char
 	if integrity != "" {
 		cint = C.CString(integrity)
@@ -145,6 +152,7 @@ func (h *handle) format(integrity string, volumeKeySize int, iterations uint32) 
 // setPBKDF makes the next keyslot use pbkdf2-sha256 with fixed iterations.
 // A loaded handle defaults to a benchmarked argon2id otherwise.
 func (h *handle) setPBKDF(iterations uint32) error {
+	h.clearLog()
 	if r := C.cloister_set_pbkdf(h.cd, C.uint32_t(iterations)); r < 0 {
 		return h.err(r)
 	}
@@ -152,6 +160,7 @@ func (h *handle) setPBKDF(iterations uint32) error {
 }
 
 func (h *handle) load() error {
+	h.clearLog()
 	// A nil type loads LUKS1 or LUKS2, so that a LUKS1 header is
 	// refused by name rather than as unreadable.
 	if r := C.crypt_load(h.cd, nil, nil); r < 0 {
@@ -195,6 +204,7 @@ func (h *handle) subsystem() string {
 // dumpJSON returns a copy of the LUKS2 JSON metadata libcryptsetup loaded,
 // which is what every later call acts on.
 func (h *handle) dumpJSON() ([]byte, error) {
+	h.clearLog()
 	var js *C.char
 	if r := C.crypt_dump_json(h.cd, &js, 0); r < 0 {
 		return nil, h.err(r)
@@ -225,6 +235,7 @@ func bytesPtr(b []byte) *C.char {
 // addKeyslotByVolumeKey adds a keyslot for pass using the volume key that
 // format left in the handle.
 func (h *handle) addKeyslotByVolumeKey(pass []byte) (int, error) {
+	h.clearLog()
 	r := C.crypt_keyslot_add_by_volume_key(h.cd, C.CRYPT_ANY_SLOT, nil, 0, bytesPtr(pass), C.size_t(len(pass)))
 	runtime.KeepAlive(pass)
 	if r < 0 {
@@ -234,6 +245,7 @@ func (h *handle) addKeyslotByVolumeKey(pass []byte) (int, error) {
 }
 
 func (h *handle) addKeyslotByPassphrase(oldPass, newPass []byte) (int, error) {
+	h.clearLog()
 	r := C.crypt_keyslot_add_by_passphrase(h.cd, C.CRYPT_ANY_SLOT,
 		bytesPtr(oldPass), C.size_t(len(oldPass)), bytesPtr(newPass), C.size_t(len(newPass)))
 	runtime.KeepAlive(oldPass)
@@ -247,6 +259,7 @@ func (h *handle) addKeyslotByPassphrase(oldPass, newPass []byte) (int, error) {
 // activate maps the device as name, or only checks the passphrase when
 // name is empty (no device-mapper needed). It returns the keyslot used.
 func (h *handle) activate(name string, pass []byte) (int, error) {
+	h.clearLog()
 	var cname *C.char
 	if name != "" {
 		cname = C.CString(name)
@@ -261,6 +274,7 @@ func (h *handle) activate(name string, pass []byte) (int, error) {
 }
 
 func (h *handle) deactivate(name string) error {
+	h.clearLog()
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
 	if r := C.crypt_deactivate(h.cd, cname); r < 0 {
@@ -270,6 +284,7 @@ func (h *handle) deactivate(name string) error {
 }
 
 func (h *handle) destroyKeyslot(slot int) error {
+	h.clearLog()
 	if r := C.crypt_keyslot_destroy(h.cd, C.int(slot)); r < 0 {
 		return h.err(r)
 	}
@@ -277,6 +292,7 @@ func (h *handle) destroyKeyslot(slot int) error {
 }
 
 func (h *handle) tokenJSON(id int) ([]byte, error) {
+	h.clearLog()
 	var js *C.char
 	if r := C.crypt_token_json_get(h.cd, C.int(id), &js); r < 0 {
 		return nil, h.err(r)
@@ -287,6 +303,7 @@ func (h *handle) tokenJSON(id int) ([]byte, error) {
 // setTokenJSON writes token id in one header update: libcryptsetup
 // replaces an existing token with the same id.
 func (h *handle) setTokenJSON(id int, js []byte) error {
+	h.clearLog()
 	cjs := C.CString(string(js))
 	defer C.free(unsafe.Pointer(cjs))
 	r := C.crypt_token_json_set(h.cd, C.int(id), cjs)

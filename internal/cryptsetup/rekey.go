@@ -30,7 +30,8 @@ const (
 // oldPass or newPass opens the disk, and calling Rekey again with the same
 // arguments finishes the job: each step is skipped once its effect is on
 // disk. If neither passphrase opens the disk, the error wraps
-// ErrKeyRejected.
+// ErrKeyRejected. A generation older than the one the disk records is
+// refused.
 func (d *Device) Rekey(ctx context.Context, oldPass, newPass []byte, generation uint32) error {
 	return d.rekey(ctx, oldPass, newPass, generation, nil)
 }
@@ -66,8 +67,17 @@ func (d *Device) rekey(ctx context.Context, oldPass, newPass []byte, generation 
 		return nil
 	}
 
+	// A rerun must not move the recorded generation backwards.
+	st, err := d.readState()
+	if err != nil {
+		return err
+	}
+	if st.Keyed && st.Generation > generation {
+		return fmt.Errorf("cryptsetup: rekey of %s to generation %d: the disk already records generation %d", d.path, generation, st.Generation)
+	}
+
 	// 1. A keyslot for the new key.
-	_, err := d.checkKey(newPass)
+	_, err = d.checkKey(newPass)
 	switch {
 	case errors.Is(err, ErrKeyRejected):
 		if err := ctx.Err(); err != nil {
@@ -93,7 +103,7 @@ func (d *Device) rekey(ctx context.Context, oldPass, newPass []byte, generation 
 	}
 
 	// 2. The state, recorded only once the new key works.
-	st, err := d.readState()
+	st, err = d.readState()
 	if err != nil {
 		return err
 	}

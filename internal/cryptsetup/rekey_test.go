@@ -79,6 +79,12 @@ func TestRekey(t *testing.T) {
 		t.Fatalf("Rekey to generation 2: %v", err)
 	}
 	assertRekeyed(t, p, newKey, newer, 2)
+
+	// Replaying the first rekey must not move the generation back.
+	if err := d.Rekey(t.Context(), newKey, newer, 1); err == nil {
+		t.Fatal("Rekey to an older generation succeeded")
+	}
+	assertRekeyed(t, p, newKey, newer, 2)
 }
 
 var errCrash = errors.New("simulated power loss")
