@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+)
+
+// env is what every command depends on. run builds the real one; nothing is
+// global, so a test runs any command on its own.
+type env struct {
+	stdout, stderr io.Writer
+	// rand draws the cluster secrets.
+	rand io.Reader
+	// now stamps bootstrap policies.
+	now func() time.Time
+}
+
+// command is one subcommand. setup registers its flags on fs, into variables
+// local to the command, and returns the action that runs after parsing.
+type command struct {
+	name    string // as typed: "verify", "policy set"
+	summary string // one line for `cloister --help`
+	usage   string // synopsis, description and examples for --help
+	setup   func(e *env, fs *flag.FlagSet) func(ctx context.Context) error
+}
+
+// commands is the command set. It is built on every run, from the
+// dependencies in e; there is no global command tree.
+func commands() []*command {
+	return []*command{
+		initCommand(),
+		verifyCommand(),
+		recoverCommand(),
+		statusCommand(),
+		policyShowCommand(),
+		policySetCommand(),
+		policyFromNodeCommand(),
+	}
+}
+
+const topUsage = `cloister: initialize, verify and recover Cloister cluster nodes
+
+Usage:
+  cloister <command> [flags]
+  cloister <command> --help
+
+Commands:
+%s
+Every command that talks to a node verifies the node's attestation against
+a policy (--policy) before it sends or believes anything; the operator's
+machine itself does not attest.
+
+Examples:
+  cloister init --node 10.0.0.5:9000 --policy policy.yaml --tpm-ak-roots gce-ak-ca.pem
+  cloister verify --node 10.0.0.5:9000 --policy policy.yaml --tpm-ak-roots gce-ak-ca.pem --cluster-dir ./cloister-cluster
+  cloister status --node 10.0.0.5:9001 -o json
+
+` + exitCodesHelp
+
+// run parses args, runs one command and returns the exit code. It prints
+// errors on stderr by the rules in tui.go.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr, rand: rand.Reader, now: time.Now}
+	return runEnv(ctx, e, args)
+}
+
+func runEnv(ctx context.Context, e *env, args []string) int {
+	cmds := commands()
+	if len(args) == 0 {
+		return report(e.stderr, failf(exitUsage, []string{"see 'cloister --help'"}, "no command given"))
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		if len(args) > 1 && args[0] == "help" {
+			if c := findCommand(cmds, args[1:]); c != nil {
+				fs, _ := newFlagSet(e, c)
+				fmt.Fprint(e.stdout, commandHelp(c, fs))
+				return exitOK
+			}
+		}
+		fmt.Fprint(e.stdout, topHelp(cmds))
+		return exitOK
+	}
+	c := findCommand(cmds, args)
+	if c == nil {
+		if args[0] == "policy" {
+			return report(e.stderr, failf(exitUsage, []string{"cloister policy show|set|from-node --help"}, "policy needs a subcommand: show, set or from-node"))
+		}
+		return report(e.stderr, failf(exitUsage, []string{"see 'cloister --help'"}, "unknown command %q", args[0]))
+	}
+	fs, act := newFlagSet(e, c)
+	rest := args[len(strings.Fields(c.name)):]
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(e.stdout, commandHelp(c, fs))
+			return exitOK
+		}
+		msg := err.Error()
+		if undefined, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+			msg = "unknown flag " + undefined
+		}
+		return report(e.stderr, usageErrorf(c.name, "%s", msg))
+	}
+	if fs.NArg() > 0 {
+		return report(e.stderr, usageErrorf(c.name, "unexpected argument %q", fs.Arg(0)))
+	}
+	if err := act(ctx); err != nil {
+		if ctx.Err() != nil && !isExitError(err) {
+			return report(e.stderr, fail(exitInterrupted, fmt.Errorf("%s: interrupted: %w", c.name, err)))
+		}
+		return report(e.stderr, err)
+	}
+	return exitOK
+}
+
+func isExitError(err error) bool {
+	var ee *exitError
+	return errors.As(err, &ee)
+}
+
+// findCommand matches the longest command name at the start of args.
+func findCommand(cmds []*command, args []string) *command {
+	var best *command
+	for _, c := range cmds {
+		words := strings.Fields(c.name)
+		if len(words) > len(args) {
+			continue
+		}
+		match := true
+		for i, w := range words {
+			if args[i] != w {
+				match = false
+				break
+			}
+		}
+		if match && (best == nil || len(words) > len(strings.Fields(best.name))) {
+			best = c
+		}
+	}
+	return best
+}
+
+// newFlagSet returns the command's flag set with its flags registered, and
+// the command's action. Flag
+// errors are reported by run, not by the flag package.
+func newFlagSet(e *env, c *command) (*flag.FlagSet, func(context.Context) error) {
+	fs := flag.NewFlagSet("cloister "+c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs, c.setup(e, fs)
+}
+
+func topHelp(cmds []*command) string {
+	var b strings.Builder
+	for _, c := range cmds {
+		fmt.Fprintf(&b, "  %-18s %s\n", c.name, c.summary)
+	}
+	return fmt.Sprintf(topUsage, b.String())
+}
+
+// commandHelp is the command's hand-written usage, then every flag of fs
+// with its default, then the exit codes.
+func commandHelp(c *command, fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString(c.usage)
+	b.WriteString("\nFlags:\n")
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	sort.Strings(names)
+	for _, n := range names {
+		f := fs.Lookup(n)
+		arg, text := flag.UnquoteUsage(f)
+		head := "--" + f.Name
+		if arg != "" {
+			head += " " + arg
+		}
+		if len(f.Name) == 1 {
+			head = "-" + head[2:]
+		}
+		fmt.Fprintf(&b, "  %s\n      %s", head, text)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			fmt.Fprintf(&b, " (default %s)", f.DefValue)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+	b.WriteString(exitCodesHelp)
+	return b.String()
+}
