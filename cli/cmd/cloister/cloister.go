@@ -102,11 +102,7 @@ func runEnv(ctx context.Context, e *env, args []string) int {
 			fmt.Fprint(e.stdout, commandHelp(c, fs))
 			return exitOK
 		}
-		msg := err.Error()
-		if undefined, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
-			msg = "unknown flag " + undefined
-		}
-		return report(e.stderr, usageErrorf(c.name, "%s", msg))
+		return report(e.stderr, usageErrorf(c.name, "%s", flagErrorText(err)))
 	}
 	if fs.NArg() > 0 {
 		return report(e.stderr, usageErrorf(c.name, "unexpected argument %q", fs.Arg(0)))
@@ -177,12 +173,9 @@ func commandHelp(c *command, fs *flag.FlagSet) string {
 	for _, n := range names {
 		f := fs.Lookup(n)
 		arg, text := flag.UnquoteUsage(f)
-		head := "--" + f.Name
+		head := dashed(f.Name)
 		if arg != "" {
 			head += " " + arg
-		}
-		if len(f.Name) == 1 {
-			head = "-" + head[2:]
 		}
 		fmt.Fprintf(&b, "  %s\n      %s", head, text)
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
@@ -193,4 +186,32 @@ func commandHelp(c *command, fs *flag.FlagSet) string {
 	b.WriteString("\n")
 	b.WriteString(exitCodesHelp)
 	return b.String()
+}
+
+// flagErrorText rewords the flag package's errors in the CLI's style:
+// "--name: problem".
+func flagErrorText(err error) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return "unknown flag " + name
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		return dashed(strings.TrimLeft(name, "-")) + " needs a value"
+	}
+	if rest, ok := strings.CutPrefix(msg, "invalid value "); ok {
+		if _, after, ok := strings.Cut(rest, " for flag -"); ok {
+			if name, problem, ok := strings.Cut(after, ": "); ok {
+				return dashed(name) + ": " + problem
+			}
+		}
+	}
+	return msg
+}
+
+// dashed writes a flag name as the help does: -o, --node.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }

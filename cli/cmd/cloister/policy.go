@@ -149,10 +149,10 @@ func policySetCommand() *command {
 			var o policyEdit
 			fs.StringVar(&o.path, "policy", "", "policy `file` to edit (YAML or JSON)")
 			fs.StringVar(&o.name, "name", "", "rename the policy (its `name` shows in audit logs)")
-			fs.Var(&indexedValueList{list: &o.tpmPCRs}, "tpm-pcr", "set tpm PCR N to HEX (64 hex characters); append :warn for warn mode (`N=HEX[:warn]`, repeatable)")
-			fs.Var(&indexedValueList{list: &o.tdxRTMRs}, "tdx-rtmr", "set tdx RTMR N (0-3) to HEX (96 hex characters) (`N=HEX[:warn]`, repeatable)")
-			fs.Var(&plainValue{v: &o.tdxMRTD}, "tdx-mrtd", "set the tdx MRTD (96 hex characters) (`HEX[:warn]`)")
-			fs.Var(&plainValue{v: &o.snpMeasurement}, "snp-measurement", "set the sev-snp launch measurement (96 hex characters) (`HEX[:warn]`)")
+			fs.Var(&indexedValueList{list: &o.tpmPCRs}, "tpm-pcr", "`N=HEX[:warn]`: set tpm PCR N to HEX (64 hex characters), in warn mode with :warn (repeatable)")
+			fs.Var(&indexedValueList{list: &o.tdxRTMRs}, "tdx-rtmr", "`N=HEX[:warn]`: set tdx RTMR N (0-3) to HEX (96 hex characters), in warn mode with :warn (repeatable)")
+			fs.Var(&plainValue{v: &o.tdxMRTD}, "tdx-mrtd", "`HEX[:warn]`: set the tdx MRTD (96 hex characters)")
+			fs.Var(&plainValue{v: &o.snpMeasurement}, "snp-measurement", "`HEX[:warn]`: set the sev-snp launch measurement (96 hex characters)")
 			fs.Var(&indexList{list: &o.removeTPMPCRs}, "remove-tpm-pcr", "remove tpm PCR `N` from the policy (repeatable)")
 			fs.Var(&indexList{list: &o.removeTDXRTMRs}, "remove-tdx-rtmr", "remove tdx RTMR `N` from the policy (repeatable)")
 			return func(context.Context) error { return runPolicySet(e, &o) }
