@@ -85,6 +85,8 @@ type nodeServices struct {
 	// requireAttestedClient makes the node refuse unattested clients, like a
 	// join service.
 	requireAttestedClient bool
+	// noStatus leaves status.v1 off the attested port.
+	noStatus bool
 }
 
 func startTPMNode(tb testing.TB, svc nodeServices) *testNode {
@@ -115,7 +117,9 @@ func startTPMNode(tb testing.TB, svc nodeServices) *testNode {
 	}
 	tracker := status.New("bootstrapper", status.Options{Now: func() time.Time { return time.Unix(1795000000, 0) }})
 	srv := grpc.NewServer(grpc.Creds(creds))
-	statusv1.RegisterStatusServiceServer(srv, tracker)
+	if !svc.noStatus {
+		statusv1.RegisterStatusServiceServer(srv, tracker)
+	}
 	if svc.init != nil {
 		initv1.RegisterInitServiceServer(srv, svc.init)
 	}
@@ -321,3 +325,5 @@ func newFakeCA(tb testing.TB) *tpmtest.FakePlatformCA {
 func startOtherCA(tb testing.TB) string {
 	return writeCAFile(tb, newFakeCA(tb))
 }
+
+func hexOf(b []byte) string { return hex.EncodeToString(b) }

@@ -157,6 +157,24 @@ func TestInitRefused(t *testing.T) {
 	})
 }
 
+// TestInitWithoutStatusService checks that a node whose attested port
+// serves init but no status.v1 is still attested, and initialized.
+func TestInitWithoutStatusService(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cluster")
+	fake := &fakeInitServer{secretsPath: filepath.Join(dir, secretsFileName)}
+	node := startTPMNode(t, nodeServices{init: fake, noStatus: true})
+	pol := writeTPMPolicy(t, "init", map[int]pcrPolicy{0: {value: node.pcrs(t)[0]}})
+	r := runCLI(t, append([]string{"init", "--cluster-dir", dir}, node.trustArgs(pol)...)...)
+	r.wantCode(t, exitOK)
+	if !strings.Contains(r.stderr, "attested: tpm") {
+		t.Errorf("stderr:\n%s", r.stderr)
+	}
+	bad := writeTPMPolicy(t, "bad", map[int]pcrPolicy{4: {value: wrongPCR}})
+	dir2 := filepath.Join(t.TempDir(), "cluster")
+	r = runCLI(t, append([]string{"init", "--cluster-dir", dir2}, node.trustArgs(bad)...)...)
+	r.wantCode(t, exitRefused)
+}
+
 // TestInitSecret checks that the init secret file is sent without its
 // trailing newline.
 func TestInitSecret(t *testing.T) {
