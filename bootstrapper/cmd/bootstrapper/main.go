@@ -172,9 +172,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	store, err := nodestate.Open(f.stateDir, nodestate.Options{OnTransition: func(st nodestate.State) {
 		log.Info("state transition", "phase", st.Phase, "path", st.Path, "reason", st.Reason)
 		tracker.SetPhase(string(st.Phase))
-		if st.Phase == nodestate.Failed {
-			tracker.Attempt(errors.New(st.Reason))
-		}
 	}})
 	if err != nil {
 		return err
@@ -187,6 +184,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		logNotifyError(log, notify.Ready())
 		return nil
 	case nodestate.Failed:
+		tracker.SetPhase(string(st.Phase))
+		tracker.Attempt(errors.New(st.Reason))
 		return fmt.Errorf("node %w in %s: %s", provision.ErrFailed, st.FailedIn, st.Reason)
 	}
 	tracker.SetPhase(string(st.Phase))

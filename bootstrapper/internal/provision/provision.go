@@ -295,6 +295,8 @@ func (p *Provisioner) fail(ctx context.Context, reason string) error {
 	if err := p.store.Fail(reason); err != nil {
 		return errors.Join(fmt.Errorf("provision: %w: %s", ErrFailed, reason), err)
 	}
+	// After the Failed phase is set, so that status.v1 shows the reason.
+	p.status.Attempt(errors.New(reason))
 	if p.opts.ResetOnFailure {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 		defer cancel()
