@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 	"github.com/cloister-dev/cloister/internal/atls"
 	"github.com/cloister-dev/cloister/internal/attestation"
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
+	"github.com/cloister-dev/cloister/internal/attestation/tdx"
+	"github.com/cloister-dev/cloister/internal/attestation/tdx/tdxtest"
 	"github.com/cloister-dev/cloister/internal/attestation/tpm"
 	"github.com/cloister-dev/cloister/internal/attestation/tpm/tpmtest"
 	"github.com/cloister-dev/cloister/internal/keys"
@@ -71,12 +74,15 @@ func (r cliResult) wantCode(tb testing.TB, code int) {
 // status.Tracker. One simulator per process: tests with a node never run in
 // parallel.
 type testNode struct {
-	addr     string
-	sim      io.ReadWriter
-	caFile   string // PEM of the FAKE platform CA, for --tpm-ak-roots
-	tracker  *status.Tracker
-	init     *fakeInitServer
-	recovery *fakeRecoveryServer
+	addr   string
+	sim    io.ReadWriter
+	caFile string // PEM of the FAKE CA that certifies the node's key
+	// anchorFlag is the flag that takes caFile: --tpm-ak-roots or
+	// --tdx-roots.
+	anchorFlag string
+	tracker    *status.Tracker
+	init       *fakeInitServer
+	recovery   *fakeRecoveryServer
 }
 
 type nodeServices struct {
@@ -111,6 +117,31 @@ func startTPMNode(tb testing.TB, svc nodeServices) *testNode {
 		}
 		cfg = atls.Config{Issuer: iss, Verifier: reg}
 	}
+	n := serveNode(tb, cfg, svc)
+	n.sim, n.caFile, n.anchorFlag = sim, writeCAFile(tb, ca.Certificate()), "--tpm-ak-roots"
+	return n
+}
+
+// startTDXNode is a node's attested port with a REAL tdx.Issuer whose
+// quotes come from a FAKE Intel-shaped chain (tdxtest) with the given body.
+func startTDXNode(tb testing.TB, body tdxtest.Body, svc nodeServices) *testNode {
+	tb.Helper()
+	chain, err := tdxtest.NewChain(tdxtest.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	iss, err := tdx.NewIssuer(chain.QuoteProvider(body), tdx.IssuerOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := serveNode(tb, atls.Config{Issuer: iss, AcceptUnattestedPeer: true}, svc)
+	n.caFile, n.anchorFlag = writeCAFile(tb, chain.Root()), "--tdx-roots"
+	return n
+}
+
+// serveNode serves the node's services over attested TLS with cfg.
+func serveNode(tb testing.TB, cfg atls.Config, svc nodeServices) *testNode {
+	tb.Helper()
 	creds, err := atls.NewCredentials(cfg)
 	if err != nil {
 		tb.Fatalf("atls.NewCredentials: %v", err)
@@ -126,8 +157,7 @@ func startTPMNode(tb testing.TB, svc nodeServices) *testNode {
 	if svc.recovery != nil {
 		recoveryv1.RegisterRecoveryServiceServer(srv, svc.recovery)
 	}
-	addr := serve(tb, srv)
-	return &testNode{addr: addr, sim: sim, caFile: writeCAFile(tb, ca), tracker: tracker, init: svc.init, recovery: svc.recovery}
+	return &testNode{addr: serve(tb, srv), tracker: tracker, init: svc.init, recovery: svc.recovery}
 }
 
 // serve runs srv on 127.0.0.1 until cleanup and returns its address.
@@ -150,10 +180,10 @@ func serve(tb testing.TB, srv *grpc.Server) string {
 	return lis.Addr().String()
 }
 
-func writeCAFile(tb testing.TB, ca *tpmtest.FakePlatformCA) string {
+func writeCAFile(tb testing.TB, ca *x509.Certificate) string {
 	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "fake-ak-ca.pem")
-	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw})
+	path := filepath.Join(tb.TempDir(), "fake-ca.pem")
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		tb.Fatal(err)
 	}
@@ -172,7 +202,7 @@ func (n *testNode) pcrs(tb testing.TB) map[int]string {
 
 // trustArgs are the flags that verify this node with the policy at path.
 func (n *testNode) trustArgs(policyPath string) []string {
-	return []string{"--node", n.addr, "--policy", policyPath, "--tpm-ak-roots", n.caFile}
+	return []string{"--node", n.addr, "--policy", policyPath, n.anchorFlag, n.caFile}
 }
 
 // pcrPolicy is one reference value of a test policy.
@@ -323,7 +353,7 @@ func newFakeCA(tb testing.TB) *tpmtest.FakePlatformCA {
 
 // startOtherCA writes the PEM of a FAKE CA that certified nothing.
 func startOtherCA(tb testing.TB) string {
-	return writeCAFile(tb, newFakeCA(tb))
+	return writeCAFile(tb, newFakeCA(tb).Certificate())
 }
 
 func hexOf(b []byte) string { return hex.EncodeToString(b) }

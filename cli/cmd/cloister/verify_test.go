@@ -193,7 +193,7 @@ func TestVerifyLatch(t *testing.T) {
 func TestVerifyConnectionFailures(t *testing.T) {
 	t.Run("nothing listens", func(t *testing.T) {
 		pol := writeTPMPolicy(t, "any", map[int]pcrPolicy{0: {value: wrongPCR}})
-		ca := writeCAFile(t, newFakeCA(t))
+		ca := startOtherCA(t)
 		r := runCLI(t, "verify", "--node", closedAddr(t), "--policy", pol, "--tpm-ak-roots", ca)
 		r.wantCode(t, exitUnavailable)
 		if !strings.Contains(r.stderr, "unreachable") || !strings.Contains(r.stderr, "hint: ") {
