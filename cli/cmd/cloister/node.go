@@ -155,7 +155,14 @@ func explainCall(addr string, err error, doing string) error {
 }
 
 func unreachable(addr string, err error) error {
-	return fail(exitUnavailable, fmt.Errorf("node %s unreachable: %s", addr, untrusted(err.Error())),
+	msg := err.Error()
+	if s, ok := status.FromError(err); ok {
+		msg = s.Message()
+	}
+	if status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
+		msg = "no answer within --timeout: " + msg
+	}
+	return fail(exitUnavailable, fmt.Errorf("node %s unreachable: %s", addr, untrusted(msg)),
 		"is the node up, and is "+addr+" its port? 'cloister status --node HOST:STATUS-PORT' shows what the node is doing")
 }
 

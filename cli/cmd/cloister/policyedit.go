@@ -139,6 +139,10 @@ func (o *policyEdit) empty() bool {
 // apply edits the document, checks the result with policy.Parse and
 // replaces the file atomically. It returns one line per change.
 func (o *policyEdit) apply() ([]string, error) {
+	// Edit the file a symlink points to, rather than replacing the link.
+	if resolved, err := filepath.EvalSymlinks(o.path); err == nil {
+		o.path = resolved
+	}
 	orig, mode, err := readPolicyFile(o.path)
 	if err != nil {
 		return nil, err

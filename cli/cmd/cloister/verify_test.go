@@ -244,3 +244,21 @@ func TestExplainHandshake(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyTimeoutAndInterrupt checks a node that accepts connections but
+// never answers (exit 2 after --timeout) and an interrupted run (exit 130).
+func TestVerifyTimeoutAndInterrupt(t *testing.T) {
+	pol := writeTPMPolicy(t, "any", map[int]pcrPolicy{0: {value: wrongPCR}})
+	ca := startOtherCA(t)
+	silent := silentListener(t)
+
+	r := runCLI(t, "verify", "--node", silent, "--policy", pol, "--tpm-ak-roots", ca, "--timeout", "300ms")
+	r.wantCode(t, exitUnavailable)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr strings.Builder
+	if code := run(ctx, []string{"verify", "--node", silent, "--policy", pol, "--tpm-ak-roots", ca}, &stdout, &stderr); code != exitInterrupted {
+		t.Fatalf("exit %d, want %d: %s", code, exitInterrupted, stderr.String())
+	}
+}
