@@ -160,6 +160,9 @@ func runInit(ctx context.Context, e *env, o initOptions) error {
 		return withHint(node.explain(err, "initializing"), savedHint)
 	}
 
+	if len(success.GetKubeconfig()) == 0 {
+		warnf(e.stderr, "the node returned an empty kubeconfig")
+	}
 	if err := dir.writeFile(kubeconfigFileName, success.GetKubeconfig()); err != nil {
 		return err
 	}
