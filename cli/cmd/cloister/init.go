@@ -37,8 +37,10 @@ Keep it safe and back it up. init refuses a directory that already holds
 secrets, and never deletes secrets, even when the node refuses them.
 
 --node is the node's attested port, where its bootstrapper waits for init.
-The init secret file, if the node's configuration asks for one, is sent as
-is, without its trailing newline.
+The init secret file, if the node asks for one, is sent without its
+trailing newline. The node's bootstrapper checks it against its
+--init-secret-sha256, the SHA-256 of exactly those bytes:
+  printf %s "$(cat init-secret.txt)" | sha256sum
 
 Examples:
   # A TPM node on a cloud that certifies its attestation keys:
