@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"testing"
+
+	"github.com/cloister-dev/cloister/bootstrapper/internal/nodestate"
+	"github.com/cloister-dev/cloister/bootstrapper/internal/provision"
+)
+
+func TestRunExitsAtOnceForFinishedNodes(t *testing.T) {
+	t.Run("joined before: exit 0 without touching any device", func(t *testing.T) {
+		dir := t.TempDir()
+		st, _ := nodestate.Open(dir, nodestate.Options{})
+		if err := errors.Join(st.Lock(nodestate.PathJoin), st.Advance(nodestate.Keyed), st.Advance(nodestate.Configured), st.Advance(nodestate.KubeadmStarted), st.Advance(nodestate.Joined)); err != nil {
+			t.Fatal(err)
+		}
+		// The device paths do not exist: a joined node must not need them.
+		err := run(context.Background(), []string{"--state-dir", dir, "--state-device", "/nonexistent", "--attest", "tpm"}, &bytes.Buffer{})
+		if err != nil || exitCode(err) != exitJoined {
+			t.Fatalf("run = %v (exit %d), want exit 0", err, exitCode(err))
+		}
+	})
+	t.Run("failed before: exit 3 with the reason", func(t *testing.T) {
+		dir := t.TempDir()
+		st, _ := nodestate.Open(dir, nodestate.Options{})
+		if err := errors.Join(st.Lock(nodestate.PathJoin), st.Fail("latch: not reset")); err != nil {
+			t.Fatal(err)
+		}
+		err := run(context.Background(), []string{"--state-dir", dir}, &bytes.Buffer{})
+		if !errors.Is(err, provision.ErrFailed) || exitCode(err) != exitFailed {
+			t.Fatalf("run = %v (exit %d), want exit 3", err, exitCode(err))
+		}
+	})
+}
+
+func TestRunUsageErrors(t *testing.T) {
+	for name, args := range map[string][]string{
+		"unknown flag":        {"--no-such-flag"},
+		"positional argument": {"extra"},
+		"bad log level":       {"--log-level", "loud"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := run(context.Background(), args, &bytes.Buffer{})
+			if exitCode(err) != exitUsage {
+				t.Fatalf("run = %v (exit %d), want exit 2", err, exitCode(err))
+			}
+		})
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, &out); !errors.Is(err, flag.ErrHelp) || exitCode(err) != 0 || !bytes.Contains(out.Bytes(), []byte("-init-listen")) {
+		t.Fatalf("--help: %v\n%s", err, out.String())
+	}
+}
+
+func TestRunRefusesCorruptState(t *testing.T) {
+	dir := t.TempDir()
+	if err := nodestate.WriteFile(dir+"/"+nodestate.FileName, []byte(`{"phase":"sideways"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"--state-dir", dir}, &bytes.Buffer{}); err == nil || exitCode(err) != exitError {
+		t.Fatalf("run = %v, want an error (exit 1)", err)
+	}
+}
