@@ -264,3 +264,23 @@ func FuzzParseSMBIOS(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseCmdline(b *testing.B) {
+	line := "BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro quiet cloister.join=10.0.2.2:9000,10.0.2.3:9000 cloister.role=worker cloister.node=worker-1"
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseCmdline(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParseSMBIOS(b *testing.B) {
+	raw := oemStrings("cloister.join=10.0.2.2:9000", "cloister.role=worker", "cloister.node=worker-1")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseSMBIOS(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

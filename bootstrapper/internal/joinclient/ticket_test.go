@@ -218,3 +218,15 @@ func FuzzCheckTicket(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCheckTicket(b *testing.B) {
+	ca := newTestCA(b)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	r := goodTicket(b, ca, key)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := CheckTicket(r, key, "worker-1", discovery.RoleWorker, testNow); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

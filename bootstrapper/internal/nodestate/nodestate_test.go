@@ -229,3 +229,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkTransition measures one persisted transition (write, fsync,
+// rename, fsync of the directory) on the test's temporary file system.
+func BenchmarkTransition(b *testing.B) {
+	dir := b.TempDir()
+	for b.Loop() {
+		s, err := Open(dir, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Fail("bench"); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := os.Remove(filepath.Join(dir, FileName)); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
