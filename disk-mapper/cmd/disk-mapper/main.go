@@ -76,6 +76,12 @@ Exit codes:
 Flags:
 `
 
+// The key sources plug into the flow.
+var (
+	_ setup.KeySource = (*rejoin.Client)(nil)
+	_ setup.KeySource = (*recovery.Server)(nil)
+)
+
 type flags struct {
 	stateDiskLabel   string
 	stateDiskByID    string

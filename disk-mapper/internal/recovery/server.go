@@ -70,6 +70,8 @@ func (s *Server) Run(ctx context.Context, c *unlock.Checker) error {
 	return nil
 }
 
+var _ recoveryv1.RecoveryServiceServer = (*handler)(nil)
+
 type handler struct {
 	recoveryv1.UnimplementedRecoveryServiceServer
 	checker *unlock.Checker

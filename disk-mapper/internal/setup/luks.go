@@ -98,6 +98,8 @@ func (l LUKS) Format(ctx context.Context, path string, passphrase []byte) (Heade
 
 type luksHeader struct{ d *cryptsetup.Device }
 
+var _ Header = luksHeader{}
+
 func (h luksHeader) UUID() string { return h.d.UUID() }
 func (h luksHeader) Close() error { return h.d.Close() }
 
@@ -123,7 +125,7 @@ var _ mapper = DeviceMapper{}
 
 // Activate implements mapper: it validates the header again and maps the
 // disk as /dev/mapper/name.
-func (m DeviceMapper) Activate(ctx context.Context, path, name string, key []byte) (string, error) {
+func (m DeviceMapper) Activate(_ context.Context, path, name string, key []byte) (string, error) {
 	d, err := cryptsetup.Open(path, m.Options)
 	if err != nil {
 		return "", err

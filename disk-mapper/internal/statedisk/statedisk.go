@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -174,32 +175,59 @@ func (o Options) rootDisks() (map[string]bool, error) {
 }
 
 // rootDevice returns the major:minor of the filesystem mounted at / from
-// mountinfo (proc(5): the 5th field is the mount point, the 3rd the device).
+// mountinfo.
 func (o Options) rootDevice() (string, error) {
 	f, err := os.Open(o.MountInfo)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	dev, err := parseRootDevice(f)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", o.MountInfo, err)
+	}
+	return dev, nil
+}
+
+// maxMountInfoLines bounds how much of mountinfo is read.
+const maxMountInfoLines = 1 << 16
+
+// parseRootDevice finds the root mount in mountinfo (proc(5): the 5th field
+// is the mount point, the 3rd the device's major:minor). The last mount at /
+// is the one in effect.
+func parseRootDevice(r io.Reader) (string, error) {
 	var dev string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
+	sc := bufio.NewScanner(r)
+	for n := 0; sc.Scan(); n++ {
+		if n >= maxMountInfoLines {
+			return "", fmt.Errorf("more than %d mounts", maxMountInfoLines)
 		}
-		if fields[4] == "/" {
-			dev = fields[2] // the last mount at / is the one in effect
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 5 && fields[4] == "/" {
+			dev = fields[2]
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("reading %s: %w", o.MountInfo, err)
+		return "", err
 	}
 	if dev == "" {
-		return "", fmt.Errorf("no root mount in %s", o.MountInfo)
+		return "", errors.New("no root mount")
 	}
-	if maj, min, ok := strings.Cut(dev, ":"); !ok || maj == "" || min == "" {
-		return "", fmt.Errorf("root mount device %q in %s: want major:minor", dev, o.MountInfo)
+	maj, min, ok := strings.Cut(dev, ":")
+	if !ok || !isDigits(maj) || !isDigits(min) {
+		return "", fmt.Errorf("root mount device %q: want major:minor", dev)
 	}
 	return dev, nil
+}
+
+func isDigits(s string) bool {
+	if s == "" || len(s) > 10 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
