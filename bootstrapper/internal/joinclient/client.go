@@ -22,6 +22,7 @@ import (
 	"github.com/cloister-dev/cloister/bootstrapper/internal/provision"
 	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/retry"
+	"github.com/cloister-dev/cloister/internal/status"
 	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"
 )
 
@@ -36,6 +37,8 @@ const maxResponseSize = 64 << 10
 type reporter interface {
 	Attempt(err error)
 }
+
+var _ reporter = (*status.Tracker)(nil)
 
 // Request is what the node asks for.
 type Request struct {

@@ -1,8 +1,9 @@
 // Package provision runs what follows the node lock, for both paths, as
 // steps of the persisted state machine (package nodestate):
 //
-//	Locked → Keyed:          re-key the LUKS2 keyslot from the one-time
-//	                         passphrase to the derived disk key
+//	Locked → Keyed:          write the measurement salt, then re-key the
+//	                         LUKS2 keyslot from the one-time passphrase to
+//	                         the derived disk key
 //	Keyed → Configured:      write the measurement salt, the kubelet
 //	                         certificate and key (join) or the cluster
 //	                         secrets (init), the kubeadm configuration; then
@@ -43,6 +44,18 @@
 //
 // A cancelled context (shutdown) is not a failure: Run returns and the next
 // start resumes from the persisted phase.
+//
+// # What is on the state disk when
+//
+// The path's inputs (the validated ticket with the kubelet key, or the init
+// request's cluster secrets) are saved 0600 on the state disk under the lock,
+// before the disk is keyed: a restart of the process, or a reboot after the
+// LUKS2 token already says "keyed", needs them to resume. Before the token
+// says "keyed", the disk is encrypted under the one-time passphrase that
+// lives only in /run, and disk-mapper reformats such a disk after a reboot,
+// which makes everything on it unreadable; nothing of the cluster survives
+// an unfinished re-key. The measurement salt is written before the re-key,
+// since disk-mapper reads it as soon as it finds a keyed disk.
 //
 // # Trust
 //

@@ -13,9 +13,11 @@ import (
 
 	"github.com/cloister-dev/cloister/bootstrapper/internal/kubeadm"
 	"github.com/cloister-dev/cloister/bootstrapper/internal/nodestate"
+	"github.com/cloister-dev/cloister/internal/cryptsetup"
 	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/latch"
 	"github.com/cloister-dev/cloister/internal/retry"
+	"github.com/cloister-dev/cloister/internal/status"
 )
 
 // Defaults of Options.
@@ -63,7 +65,13 @@ type kubeadmRunner interface {
 	Reset(ctx context.Context) error
 }
 
-var _ kubeadmRunner = kubeadm.Runner{}
+var (
+	_ keyslots      = (*cryptsetup.Device)(nil)
+	_ clusterLatch  = (*latch.TPM)(nil)
+	_ clusterLatch  = (*latch.TDX)(nil)
+	_ kubeadmRunner = kubeadm.Runner{}
+	_ reporter      = (*status.Tracker)(nil)
+)
 
 // JoinServiceStarter starts the cluster's join service on a new control
 // plane (systemctl start joinservice.service in production). It must be
@@ -203,6 +211,11 @@ func (p *Provisioner) Run(ctx context.Context) (*Result, error) {
 	}
 
 	if p.store.State().Phase == nodestate.Locked {
+		// The salt goes first: once the LUKS2 token says "keyed", a reboot
+		// makes disk-mapper unlock the disk and read the salt from it.
+		if err := p.step(ctx, "measurement-salt", func(context.Context) error { return p.writeSalt(pl.salt) }); err != nil {
+			return nil, err
+		}
 		p.opts.Progress("re-keying the state disk to the derived disk key")
 		if err := p.step(ctx, "rekey", func(ctx context.Context) error { return p.rekey(ctx, pl) }); err != nil {
 			return nil, err
@@ -378,7 +391,7 @@ func (p *Provisioner) plan(path nodestate.Path) (*plan, error) {
 		cfgPath := filepath.Join(dir, JoinConfigFile)
 		return &plan{
 			path: path, diskKey: t.DiskKey, generation: t.DiskKeyGeneration, clusterID: id, salt: t.MeasurementSalt,
-			writeFiles: func() error { return p.writeJoinFiles(dir, cfgPath, t) },
+			writeFiles: func() error { return p.writeJoinFiles(cfgPath, t) },
 			kubeadm:    func(ctx context.Context) error { return p.kubeadm.Join(ctx, cfgPath) },
 			done:       p.opts.KubeletKubeconfig,
 			zero:       t.Zero,
@@ -398,7 +411,7 @@ func (p *Provisioner) plan(path nodestate.Path) (*plan, error) {
 		cfgPath := filepath.Join(dir, InitConfigFile)
 		return &plan{
 			path: path, diskKey: in.DiskKey, generation: in.DiskKeyGeneration, clusterID: id, salt: in.Secrets.MeasurementSalt,
-			writeFiles: func() error { return p.writeInitFiles(dir, cfgPath, in) },
+			writeFiles: func() error { return p.writeInitFiles(cfgPath, in) },
 			kubeadm:    func(ctx context.Context) error { return p.kubeadm.Init(ctx, cfgPath) },
 			done:       p.opts.AdminKubeconfig,
 			zero:       in.Zero,
@@ -407,9 +420,16 @@ func (p *Provisioner) plan(path nodestate.Path) (*plan, error) {
 	return nil, fmt.Errorf("unknown path %q", path)
 }
 
-func (p *Provisioner) writeJoinFiles(dir, cfgPath string, t *Ticket) error {
-	if err := writeSecret(filepath.Join(dir, MeasurementSaltPath), t.MeasurementSalt); err != nil {
+func (p *Provisioner) writeSalt(salt []byte) error {
+	if err := writeSecret(filepath.Join(p.store.Dir(), MeasurementSaltPath), salt); err != nil {
 		return fmt.Errorf("writing the measurement salt: %w", err)
+	}
+	return nil
+}
+
+func (p *Provisioner) writeJoinFiles(cfgPath string, t *Ticket) error {
+	if err := p.writeSalt(t.MeasurementSalt); err != nil {
+		return err
 	}
 	pemBundle := append(append([]byte(nil), t.KubeletCert...), t.KubeletKey...)
 	defer keys.Secret(pemBundle).Zero()
@@ -426,12 +446,12 @@ func (p *Provisioner) writeJoinFiles(dir, cfgPath string, t *Ticket) error {
 	return nil
 }
 
-func (p *Provisioner) writeInitFiles(dir, cfgPath string, in *InitInputs) error {
-	if err := keys.WriteClusterSecrets(filepath.Join(dir, ClusterSecretsFile), in.Secrets); err != nil {
+func (p *Provisioner) writeInitFiles(cfgPath string, in *InitInputs) error {
+	if err := keys.WriteClusterSecrets(filepath.Join(p.store.Dir(), ClusterSecretsFile), in.Secrets); err != nil {
 		return fmt.Errorf("writing the cluster secrets: %w", err)
 	}
-	if err := writeSecret(filepath.Join(dir, MeasurementSaltPath), in.Secrets.MeasurementSalt); err != nil {
-		return fmt.Errorf("writing the measurement salt: %w", err)
+	if err := p.writeSalt(in.Secrets.MeasurementSalt); err != nil {
+		return err
 	}
 	cfg, err := kubeadm.InitConfiguration(in.Kubeadm)
 	if err != nil {
