@@ -164,6 +164,18 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	if fs.NArg() > 0 {
 		return f, &usageError{fmt.Errorf("unexpected arguments %q; see --help", fs.Args())}
 	}
+	switch attestation.Variant(f.attest) {
+	case attestation.VariantTPM, attestation.VariantSNP, attestation.VariantTDX:
+	case attestation.VariantInsecureDev:
+		if !f.allowInsecureDev {
+			return f, &usageError{errors.New("--attest=insecure-dev proves nothing: it needs --allow-insecure-dev too")}
+		}
+	default:
+		return f, &usageError{fmt.Errorf("--attest %q: want tpm, sev-snp, tdx or insecure-dev", f.attest)}
+	}
+	if f.latch != "auto" && f.latch != "tpm" && f.latch != "tdx" {
+		return f, &usageError{fmt.Errorf("--latch %q: want tpm, tdx or auto", f.latch)}
+	}
 	if !filepath.IsAbs(f.runDir) || !filepath.IsAbs(f.mountPoint) {
 		return f, &usageError{fmt.Errorf("--run-dir %q and --mount %q must be absolute paths", f.runDir, f.mountPoint)}
 	}
@@ -250,6 +262,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	})
 	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			log.Info("shutting down before the state disk was ready", "error", err)
+			logNotifyError(log, notify.Stopping())
+		}
 		tracker.Attempt(err)
 		return err
 	}

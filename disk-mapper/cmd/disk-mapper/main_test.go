@@ -33,6 +33,9 @@ func TestUsageErrors(t *testing.T) {
 		{"--mount", "relative"},
 		{"--join-endpoints", "10.0.0.1"},
 		{"--node-config", "/nonexistent/node.yaml"},
+		{"--attest", "sgx"},
+		{"--attest", "insecure-dev"},
+		{"--latch", "pcr7"},
 	} {
 		err := run(context.Background(), append(args, "--status-listen", ""), &bytes.Buffer{})
 		var ue *usageError

@@ -199,11 +199,12 @@ func (f *Flow) Run(ctx context.Context, path string) (*Result, error) {
 	f.c.Status.SetDiskUUID(uuid)
 	state, err := h.State()
 	if err != nil {
-		h.Close()
-		return nil, fmt.Errorf("reading state of disk %s: %w", uuid, err)
+		return nil, errors.Join(fmt.Errorf("reading state of disk %s: %w", uuid, err), h.Close())
 	}
 	if !state.Keyed {
-		h.Close()
+		if err := h.Close(); err != nil {
+			return nil, fmt.Errorf("closing state disk %s: %w", uuid, err)
+		}
 		// See the package documentation: the token says the disk never
 		// held cluster data, and its one-time passphrase is gone.
 		f.log.Warn("state disk was formatted but never keyed: formatting it again", "device", path, "disk_uuid", uuid)
