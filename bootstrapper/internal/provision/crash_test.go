@@ -9,6 +9,7 @@ package provision
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/cloister-dev/cloister/bootstrapper/internal/nodestate"
+	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/latch"
 )
 
@@ -111,5 +113,70 @@ func TestCrashAtEveryTransitionThenRestart(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestRebootAfterDiskKeyedResumes: the bootstrapper dies after the LUKS2
+// token says "keyed" but before Keyed is persisted, and the machine reboots
+// (the TPM simulator is power-cycled, /run is gone). disk-mapper then finds a
+// keyed disk, unlocks it with the key the join service derives, reads the
+// measurement salt the bootstrapper wrote before the re-key, and extends the
+// latch (done here by hand: disk-mapper is another component). The
+// bootstrapper resumes, leaves the latch alone and joins once.
+func TestRebootAfterDiskKeyedResumes(t *testing.T) {
+	n := newTestNode(t)
+	crashed := false
+	_, _, err := n.run(t, nodestate.PathJoin, func(p string) error {
+		if p == "before:keyed" && !crashed {
+			crashed = true
+			return errCrash
+		}
+		return nil
+	}, Options{})
+	if !errors.Is(err, errCrash) {
+		t.Fatalf("first run: %v", err)
+	}
+	// Reboot.
+	resetter, ok := n.sim.(interface{ Reset() error })
+	if !ok {
+		t.Fatal("simulator cannot power-cycle")
+	}
+	if err := resetter.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.latch.CheckReset(context.Background()); err != nil {
+		t.Fatalf("latch after the reboot: %v", err)
+	}
+	if err := os.RemoveAll(n.runDir); err != nil {
+		t.Fatal(err)
+	}
+	// disk-mapper's part: the derived key opens the keyed disk, the salt is
+	// on it, the latch gets the cluster ID.
+	if _, diskKey := n.openingKeys(t); !diskKey {
+		t.Fatal("the derived key does not open the keyed disk")
+	}
+	salt, err := os.ReadFile(filepath.Join(n.stateDir, MeasurementSaltPath))
+	if err != nil {
+		t.Fatalf("disk-mapper would find no measurement salt on the keyed disk: %v", err)
+	}
+	id, err := keys.ClusterID(n.secrets.MeasurementSecret, salt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.latch.Extend(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, _, err := n.run(t, nodestate.PathJoin, nil, Options{}); err != nil {
+		t.Fatalf("resume after the reboot: %v", err)
+	}
+	if st := n.state(t); st.Phase != nodestate.Joined || n.kubeadm.count("join") != 1 {
+		t.Fatalf("state %s, kubeadm join %d times", st.Phase, n.kubeadm.count("join"))
+	}
+	if got := n.latchValue(t); !bytes.Equal(got, latch.ExpectedTPM(id)) {
+		t.Fatalf("latch %x: extended more than once", got)
+	}
+	if oneTime, diskKey := n.openingKeys(t); oneTime || !diskKey {
+		t.Fatalf("keyslots: one-time %v, disk key %v", oneTime, diskKey)
 	}
 }

@@ -100,6 +100,7 @@ type testNode struct {
 	oneTime                  []byte
 	secrets                  *keys.ClusterSecrets
 	latch                    clusterLatch
+	sim                      io.ReadWriteCloser
 	kubeadm                  *fakeKubeadm
 	starter                  *fakeStarter
 }
@@ -125,7 +126,8 @@ func newTestNode(t *testing.T) *testNode {
 	if n.secrets, err = keys.NewClusterSecrets(rand.Reader); err != nil {
 		t.Fatal(err)
 	}
-	n.latch = latch.NewTPM(tpmtest.Simulator(t))
+	n.sim = tpmtest.Simulator(t)
+	n.latch = latch.NewTPM(n.sim)
 	n.kubeadm = newFakeKubeadm(n.etcDir)
 	n.starter = &fakeStarter{}
 	return n

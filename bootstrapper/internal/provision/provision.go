@@ -41,6 +41,10 @@ const (
 	// Kubeadm configuration files, relative to the state directory.
 	JoinConfigFile = "kubeadm/join-config.yaml"
 	InitConfigFile = "kubeadm/init-config.yaml"
+	// CertificateKeyFile holds the hex kubeadm certificate key of the
+	// uploaded control-plane certificates (0600), for the join service's
+	// control-plane tickets.
+	CertificateKeyFile = "kubeadm/certificate-key"
 )
 
 // ErrFailed means the node is in the terminal Failed state.
@@ -452,6 +456,9 @@ func (p *Provisioner) writeInitFiles(cfgPath string, in *InitInputs) error {
 	}
 	if err := p.writeSalt(in.Secrets.MeasurementSalt); err != nil {
 		return err
+	}
+	if err := writeSecret(filepath.Join(p.store.Dir(), CertificateKeyFile), []byte(in.Kubeadm.CertificateKey)); err != nil {
+		return fmt.Errorf("writing the certificate key: %w", err)
 	}
 	cfg, err := kubeadm.InitConfiguration(in.Kubeadm)
 	if err != nil {

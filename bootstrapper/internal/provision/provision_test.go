@@ -37,6 +37,9 @@ func TestInitPathWritesSecretsAndReturnsKubeconfig(t *testing.T) {
 	if err != nil || !bytes.Equal(got.MasterSecret, n.secrets.MasterSecret) || !bytes.Equal(got.MeasurementSecret, n.secrets.MeasurementSecret) {
 		t.Fatalf("cluster secrets on disk differ: %v", err)
 	}
+	if b, err := os.ReadFile(filepath.Join(n.stateDir, CertificateKeyFile)); err != nil || string(b) != strings.Repeat("0a", 32) {
+		t.Fatalf("certificate key file: %q, %v", b, err)
+	}
 	if n.starter.starts != 1 {
 		t.Fatalf("join service started %d times", n.starter.starts)
 	}
