@@ -190,6 +190,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	tracker.SetPhase(string(st.Phase))
 
+	// status.v1 on the plain port from the start, so an operator sees why a
+	// node waits or what it resumes.
+	g, gctx := errgroup.WithContext(ctx)
+	var stops []func()
+	defer func() {
+		for _, s := range stops {
+			s()
+		}
+	}()
+	if f.statusListen != "" {
+		statusGRPC := grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.MaxRecvMsgSize(1<<10))
+		statusv1.RegisterStatusServiceServer(statusGRPC, tracker)
+		stop, err := serve(g, f.statusListen, statusGRPC)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
+	}
+
 	issuer, err := platform.OpenIssuer(attestation.Variant(f.attest), platform.IssuerOptions{AllowInsecureDev: f.allowInsecureDev})
 	if err != nil {
 		return fmt.Errorf("opening this node's attestation issuer: %w", err)
@@ -240,11 +259,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	cfg, err := discovery.First{
-		discovery.SMBIOS{Root: f.smbiosRoot},
-		discovery.Cmdline{Path: f.cmdline},
-		discovery.File{Path: f.nodeConfig},
-	}.Discover(ctx)
+	cfg, err := discover(ctx, f)
 	if err != nil {
 		return &usageError{err}
 	}
@@ -271,13 +286,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("building attested TLS credentials for init: %w", err)
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
-	var stops []func()
-	defer func() {
-		for _, s := range stops {
-			s()
-		}
-	}()
 	initGRPC := grpc.NewServer(grpc.Creds(initCreds), grpc.MaxRecvMsgSize(4<<10))
 	initv1.RegisterInitServiceServer(initGRPC, initSrv)
 	statusv1.RegisterStatusServiceServer(initGRPC, tracker)
@@ -286,15 +294,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	stops = append(stops, stop)
-	if f.statusListen != "" {
-		statusGRPC := grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.MaxRecvMsgSize(1<<10))
-		statusv1.RegisterStatusServiceServer(statusGRPC, tracker)
-		stop, err := serve(g, f.statusListen, statusGRPC)
-		if err != nil {
-			return err
-		}
-		stops = append(stops, stop)
-	}
 
 	if len(cfg.JoinEndpoints) > 0 {
 		creds, err := joinServiceCreds(f, issuer)
@@ -336,6 +335,28 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("stopped in phase %s: %w", store.State().Phase, result)
 	}
 	return result
+}
+
+// discover reads the node's configuration from SMBIOS, the kernel command
+// line or the config file, in that order. A node configured nowhere waits for
+// `cloister init` only, named after its host name.
+func discover(ctx context.Context, f flags) (*discovery.Config, error) {
+	cfg, err := discovery.First{
+		discovery.SMBIOS{Root: f.smbiosRoot},
+		discovery.Cmdline{Path: f.cmdline},
+		discovery.File{Path: f.nodeConfig},
+	}.Discover(ctx)
+	if !errors.Is(err, discovery.ErrNotConfigured) {
+		return cfg, err
+	}
+	host, herr := os.Hostname()
+	if herr != nil {
+		return nil, errors.Join(err, herr)
+	}
+	if kerr := kubeadm.CheckNodeName(strings.ToLower(host)); kerr != nil {
+		return nil, fmt.Errorf("%w; the host name is no node name either: %w", err, kerr)
+	}
+	return &discovery.Config{NodeName: strings.ToLower(host), Role: discovery.RoleWorker, Source: "host name"}, nil
 }
 
 // joinPath waits for a valid ticket, takes the lock with it, and provisions.

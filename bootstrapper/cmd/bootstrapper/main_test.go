@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"os"
+	"strings"
 	"testing"
 
+	"github.com/cloister-dev/cloister/bootstrapper/internal/kubeadm"
 	"github.com/cloister-dev/cloister/bootstrapper/internal/nodestate"
 	"github.com/cloister-dev/cloister/bootstrapper/internal/provision"
 )
@@ -63,5 +66,32 @@ func TestRunRefusesCorruptState(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"--state-dir", dir}, &bytes.Buffer{}); err == nil || exitCode(err) != exitError {
 		t.Fatalf("run = %v, want an error (exit 1)", err)
+	}
+}
+
+func TestDiscoverFallsBackToHostName(t *testing.T) {
+	dir := t.TempDir()
+	cmdline := dir + "/cmdline"
+	if err := nodestate.WriteFile(cmdline, []byte("root=/dev/vda quiet\n")); err != nil {
+		t.Fatal(err)
+	}
+	f := flags{smbiosRoot: t.TempDir(), cmdline: cmdline, nodeConfig: dir + "/missing.yaml"}
+	cfg, err := discover(context.Background(), f)
+	host, _ := os.Hostname()
+	if kubeadm.CheckNodeName(strings.ToLower(host)) != nil {
+		if err == nil {
+			t.Fatalf("host name %q is no node name, but discover accepted it", host)
+		}
+		return
+	}
+	if err != nil || cfg.NodeName != strings.ToLower(host) || len(cfg.JoinEndpoints) != 0 || cfg.Source != "host name" {
+		t.Fatalf("discover = %+v, %v", cfg, err)
+	}
+	// A source that says something wrong is an error, not a fallback.
+	if err := nodestate.WriteFile(cmdline, []byte("cloister.role=boss cloister.node=x\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := discover(context.Background(), f); err == nil {
+		t.Fatal("a bad kernel command line fell back to the host name")
 	}
 }
