@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 	"time"
 
 	"google.golang.org/grpc"
@@ -71,11 +70,11 @@ type Service struct {
 	grpc   *grpc.Server
 	served chan struct{}
 	serve  func(net.Listener)
-	tb     testing.TB
+	tb     TB
 }
 
 // Start runs a join service until the test ends.
-func Start(tb testing.TB, opts Options) *Service {
+func Start(tb TB, opts Options) *Service {
 	tb.Helper()
 	dir := tb.TempDir()
 	s := &Service{logs: &syncBuffer{}, Metrics: metrics.New(), now: time.Now(), tb: tb}

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"math/big"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	certv1 "k8s.io/api/certificates/v1"
@@ -40,8 +39,14 @@ type Cluster struct {
 	serial atomic.Int64
 }
 
+// TB is the part of testing.TB this package uses.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+}
+
 // NewCluster returns a fake cluster whose cluster-info names server.
-func NewCluster(tb testing.TB, server string) *Cluster {
+func NewCluster(tb TB, server string) *Cluster {
 	tb.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"io"
 	"math/big"
-	"testing"
 	"time"
 
 	"github.com/google/go-tpm-tools/client"
@@ -23,7 +22,7 @@ type FakePlatformCA struct {
 }
 
 // NewFakePlatformCA makes a FAKE CA with common name name.
-func NewFakePlatformCA(tb testing.TB, name string) *FakePlatformCA {
+func NewFakePlatformCA(tb TB, name string) *FakePlatformCA {
 	tb.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -62,21 +61,21 @@ func (ca *FakePlatformCA) Pool() *x509.CertPool {
 // CertifyAK returns a DER certificate for the go-tpm-tools ECC AK of the TPM
 // rw (the AK that package tpm's Issuer loads), valid from an hour ago for a
 // day: pass it as tpm.IssuerOptions.AKCertificate.
-func (ca *FakePlatformCA) CertifyAK(tb testing.TB, rw io.ReadWriter) []byte {
+func (ca *FakePlatformCA) CertifyAK(tb TB, rw io.ReadWriter) []byte {
 	tb.Helper()
 	return ca.Certify(tb, AKPublicKey(tb, rw))
 }
 
 // Certify returns a DER certificate for any public key, valid from an hour
 // ago for a day (to certify a key that is not the TPM's AK, for attacks).
-func (ca *FakePlatformCA) Certify(tb testing.TB, pub crypto.PublicKey) []byte {
+func (ca *FakePlatformCA) Certify(tb TB, pub crypto.PublicKey) []byte {
 	tb.Helper()
 	return ca.CertifyValid(tb, pub, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
 }
 
 // CertifyValid returns a DER certificate for pub valid from notBefore to
 // notAfter (expired and not-yet-valid certificates, for attacks).
-func (ca *FakePlatformCA) CertifyValid(tb testing.TB, pub crypto.PublicKey, notBefore, notAfter time.Time) []byte {
+func (ca *FakePlatformCA) CertifyValid(tb TB, pub crypto.PublicKey, notBefore, notAfter time.Time) []byte {
 	tb.Helper()
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
 	if err != nil {
@@ -99,7 +98,7 @@ func (ca *FakePlatformCA) CertifyValid(tb testing.TB, pub crypto.PublicKey, notB
 // AKPublicKey returns the public key of rw's go-tpm-tools ECC AK (the key
 // package tpm's Issuer loads), so a CA can certify it before the issuer is
 // built.
-func AKPublicKey(tb testing.TB, rw io.ReadWriter) crypto.PublicKey {
+func AKPublicKey(tb TB, rw io.ReadWriter) crypto.PublicKey {
 	tb.Helper()
 	ak, err := client.AttestationKeyECC(rw)
 	if err != nil {

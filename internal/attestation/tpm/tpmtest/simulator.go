@@ -2,7 +2,6 @@ package tpmtest
 
 import (
 	"io"
-	"testing"
 
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-eventlog/tcg"
@@ -16,7 +15,7 @@ import (
 // reference TPM), freshly manufactured, with all PCRs at their reset value.
 // There is one simulator per process: tests that use it must not run in
 // parallel. tb.Cleanup closes it.
-func Simulator(tb testing.TB) io.ReadWriteCloser {
+func Simulator(tb TB) io.ReadWriteCloser {
 	tb.Helper()
 	sim, err := simulator.Get()
 	if err != nil {
@@ -32,7 +31,7 @@ func Simulator(tb testing.TB) io.ReadWriteCloser {
 
 // ExtendEventLog extends the SHA-256 digests of a TCG event log into rw's
 // PCRs, as firmware would have done, so that quotes replay against the log.
-func ExtendEventLog(tb testing.TB, rw io.ReadWriter, eventLog []byte) {
+func ExtendEventLog(tb TB, rw io.ReadWriter, eventLog []byte) {
 	tb.Helper()
 	el, err := tcg.ParseEventLog(eventLog, tcg.ParseOpts{})
 	if err != nil {
@@ -50,7 +49,7 @@ func ExtendEventLog(tb testing.TB, rw io.ReadWriter, eventLog []byte) {
 
 // PCRs reads PCRs 0–23 of rw's SHA-256 bank, keyed by index: the reference
 // values to write a policy with.
-func PCRs(tb testing.TB, rw io.ReadWriter) map[int][]byte {
+func PCRs(tb TB, rw io.ReadWriter) map[int][]byte {
 	tb.Helper()
 	sel := tpm2.PCRSelection{Hash: tpm2.AlgSHA256}
 	for i := range 24 {

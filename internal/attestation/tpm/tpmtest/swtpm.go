@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
 	"time"
 )
 
@@ -33,7 +32,7 @@ type Swtpm struct {
 // share nor touch /var/lib/swtpm-localca), starts swtpm on a Unix socket and
 // connects to it. tb.Cleanup stops it. It needs swtpm, swtpm_setup and
 // swtpm_localca (see RequireTool) and takes about two seconds.
-func StartSwtpm(tb testing.TB) *Swtpm {
+func StartSwtpm(tb TB) *Swtpm {
 	tb.Helper()
 	swtpmBin := RequireTool(tb, "swtpm")
 	setup := RequireTool(tb, "swtpm_setup")
@@ -129,14 +128,14 @@ func (c *swtpmConn) Read(p []byte) (int, error) {
 	return size, nil
 }
 
-func writeFile(tb testing.TB, path, content string) {
+func writeFile(tb TB, path, content string) {
 	tb.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 }
 
-func readPEMCert(tb testing.TB, path string) *x509.Certificate {
+func readPEMCert(tb TB, path string) *x509.Certificate {
 	tb.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

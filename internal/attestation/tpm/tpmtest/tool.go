@@ -3,13 +3,12 @@ package tpmtest
 import (
 	"os"
 	"os/exec"
-	"testing"
 )
 
 // RequireTool returns the path of an external tool (swtpm, tpm2_checkquote,
 // …). When it is missing the test fails if CI=true, so CI never passes by
 // skipping, and is skipped elsewhere, with a hint on how to install it.
-func RequireTool(tb testing.TB, name string) string {
+func RequireTool(tb TB, name string) string {
 	tb.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {
