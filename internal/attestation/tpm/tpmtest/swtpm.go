@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/google/go-tpm/legacy/tpm2"
 )
 
 // Swtpm is an swtpm process, out of process, manufactured with RSA and ECC
@@ -25,6 +27,8 @@ type Swtpm struct {
 	// EKIntermediates holds the local CA's issuer certificate (DER), which
 	// signed the EK certificates.
 	EKIntermediates [][]byte
+
+	ctrlSock string
 }
 
 // StartSwtpm manufactures a TPM with swtpm_setup (RSA and ECC EKs with
@@ -97,10 +101,39 @@ func StartSwtpm(tb TB) *Swtpm {
 		time.Sleep(20 * time.Millisecond)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	s := &Swtpm{RW: &swtpmConn{Conn: conn}, EKRoots: x509.NewCertPool()}
+	s := &Swtpm{RW: &swtpmConn{Conn: conn}, EKRoots: x509.NewCertPool(), ctrlSock: filepath.Join(dir, "ctrl.sock")}
 	s.EKRoots.AddCert(readPEMCert(tb, filepath.Join(ca, "swtpm-localca-rootca-cert.pem")))
 	s.EKIntermediates = [][]byte{readPEMCert(tb, filepath.Join(ca, "issuercert.pem")).Raw}
 	return s
+}
+
+// Reboot power-cycles the TPM, as a reboot of its machine would: PCRs go
+// back to their reset values, keys and NV (EK certificates) stay. It sends
+// swtpm's CMD_INIT on the control socket, then TPM2_Startup(CLEAR) as
+// firmware would.
+func (s *Swtpm) Reboot() error {
+	c, err := net.Dial("unix", s.ctrlSock)
+	if err != nil {
+		return fmt.Errorf("swtpm control socket: %w", err)
+	}
+	defer c.Close()
+	const cmdInit = 2
+	var req [8]byte // command, then init flags (none)
+	binary.BigEndian.PutUint32(req[:4], cmdInit)
+	if _, err := c.Write(req[:]); err != nil {
+		return fmt.Errorf("swtpm CMD_INIT: %w", err)
+	}
+	var resp [4]byte
+	if _, err := io.ReadFull(c, resp[:]); err != nil {
+		return fmt.Errorf("swtpm CMD_INIT: %w", err)
+	}
+	if rc := binary.BigEndian.Uint32(resp[:]); rc != 0 {
+		return fmt.Errorf("swtpm CMD_INIT: result %#x", rc)
+	}
+	if err := tpm2.Startup(s.RW, tpm2.StartupClear); err != nil {
+		return fmt.Errorf("TPM2_Startup after reboot: %w", err)
+	}
+	return nil
 }
 
 // swtpmConn adapts swtpm's data socket, which speaks raw TPM commands (not

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
 )
@@ -102,5 +103,33 @@ func TestSwtpmConnFraming(t *testing.T) {
 func TestRequireToolFindsInstalledTool(t *testing.T) {
 	if path := RequireTool(t, "sh"); path == "" {
 		t.Fatal("RequireTool returned no path for sh")
+	}
+}
+
+func TestSwtpmRebootResetsPCRsAndKeepsEKCertificates(t *testing.T) {
+	sw := StartSwtpm(t)
+	extend := func() {
+		t.Helper()
+		if err := tpm2.PCRExtend(sw.RW, tpmutil.Handle(15), tpm2.AlgSHA256, bytes.Repeat([]byte{7}, 32), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	extend()
+	if pcr15 := PCRs(t, sw.RW)[15]; bytes.Equal(pcr15, make([]byte, 32)) {
+		t.Fatal("PCR 15 not extended before the reboot; the test would prove nothing")
+	}
+	if err := sw.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	if pcr15 := PCRs(t, sw.RW)[15]; !bytes.Equal(pcr15, make([]byte, 32)) {
+		t.Errorf("PCR 15 after reboot = %x, want the reset value", pcr15)
+	}
+	ek, err := client.EndorsementKeyRSA(sw.RW)
+	if err != nil {
+		t.Fatalf("EK after reboot: %v", err)
+	}
+	defer ek.Close()
+	if ek.Cert() == nil {
+		t.Error("EK certificate gone after reboot")
 	}
 }
