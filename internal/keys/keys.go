@@ -37,8 +37,17 @@ const (
 	clusterIDInfo  = "cloister/cluster-id/v1"
 )
 
-// DiskKey derives the key of the state disk diskUUID at generation.
+// FirstGeneration is the generation of a disk's first derived key.
+// Generation 0 is reserved: it names the one-time passphrase a fresh disk is
+// formatted with, so no derived key can be confused with it.
+const FirstGeneration = 1
+
+// DiskKey derives the key of the state disk diskUUID at generation (at least
+// FirstGeneration).
 func DiskKey(masterSecret, masterSalt []byte, diskUUID string, generation uint32) (Secret, error) {
+	if generation < FirstGeneration {
+		return nil, fmt.Errorf("keys: disk key generation %d: generations start at %d (0 is the one-time passphrase)", generation, FirstGeneration)
+	}
 	if err := checkSize("master secret", masterSecret); err != nil {
 		return nil, err
 	}

@@ -18,11 +18,11 @@ func secret(b byte) []byte { return bytes.Repeat([]byte{b}, SecretSize) }
 // TestDiskKeyVector pins the derivation: changing the info string or the
 // argument order would lock every existing node out of its disk.
 func TestDiskKeyVector(t *testing.T) {
-	k, err := DiskKey(secret(1), secret(2), diskUUID, 0)
+	k, err := DiskKey(secret(1), secret(2), diskUUID, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := hkdf.Key(sha256.New, secret(1), secret(2), "cloister/disk/v1/"+diskUUID+"/0", 32)
+	want, err := hkdf.Key(sha256.New, secret(1), secret(2), "cloister/disk/v1/"+diskUUID+"/1", 32)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,24 +31,24 @@ func TestDiskKeyVector(t *testing.T) {
 	}
 	// Computed independently of Go (RFC 5869 by hand with Python's hmac):
 	// PRK = HMAC(salt, secret); OKM = HMAC(PRK, info || 0x01).
-	const golden = "465d689bb4b1a056621cf9995e4884d2959e9a5399c5652eee8c46b9274b710d"
+	const golden = "984100aed951c96b0fe12a9b83c728ef7796129be34844bf96b096d1043d01e8"
 	if got := hex.EncodeToString(k); got != golden {
 		t.Errorf("disk key %s, want %s", got, golden)
 	}
 }
 
 func TestDiskKeySeparatesInputs(t *testing.T) {
-	base, err := DiskKey(secret(1), secret(2), diskUUID, 0)
+	base, err := DiskKey(secret(1), secret(2), diskUUID, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	others := map[string]func() (Secret, error){
-		"other generation": func() (Secret, error) { return DiskKey(secret(1), secret(2), diskUUID, 1) },
+		"other generation": func() (Secret, error) { return DiskKey(secret(1), secret(2), diskUUID, 2) },
 		"other disk": func() (Secret, error) {
-			return DiskKey(secret(1), secret(2), strings.Replace(diskUUID, "0f", "1f", 1), 0)
+			return DiskKey(secret(1), secret(2), strings.Replace(diskUUID, "0f", "1f", 1), 1)
 		},
-		"other secret": func() (Secret, error) { return DiskKey(secret(3), secret(2), diskUUID, 0) },
-		"other salt":   func() (Secret, error) { return DiskKey(secret(1), secret(3), diskUUID, 0) },
+		"other secret": func() (Secret, error) { return DiskKey(secret(3), secret(2), diskUUID, 1) },
+		"other salt":   func() (Secret, error) { return DiskKey(secret(1), secret(3), diskUUID, 1) },
 	}
 	for name, f := range others {
 		k, err := f()
@@ -59,7 +59,7 @@ func TestDiskKeySeparatesInputs(t *testing.T) {
 			t.Errorf("%s gives the same key", name)
 		}
 	}
-	again, _ := DiskKey(secret(1), secret(2), diskUUID, 0)
+	again, _ := DiskKey(secret(1), secret(2), diskUUID, 1)
 	if !bytes.Equal(again, base) {
 		t.Error("derivation is not deterministic")
 	}
@@ -82,7 +82,7 @@ func TestDiskKeyRejectsBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k, err := DiskKey(tt.secret, tt.salt, tt.uuid, 0)
+			k, err := DiskKey(tt.secret, tt.salt, tt.uuid, 1)
 			if err == nil || k != nil {
 				t.Fatalf("accepted: %v", k)
 			}
@@ -90,6 +90,13 @@ func TestDiskKeyRejectsBadInput(t *testing.T) {
 				t.Errorf("error %q does not say %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestDiskKeyRefusesGenerationZero(t *testing.T) {
+	// Generation 0 names the one-time passphrase of a fresh disk.
+	if k, err := DiskKey(secret(1), secret(2), diskUUID, 0); err == nil || !strings.Contains(err.Error(), "generations start at 1") {
+		t.Errorf("generation 0: key %v, err %v", k, err)
 	}
 }
 

@@ -321,7 +321,7 @@ func TestInitThenJoinOverLoopback(t *testing.T) {
 	if v, _ := latch.NewTPM(simA).Value(ctx); !bytes.Equal(v, latch.ExpectedTPM(clusterID)) {
 		t.Fatalf("A's latch %x", v)
 	}
-	aKey, _ := secrets.DiskKey(a.uuid, 0)
+	aKey, _ := secrets.DiskKey(a.uuid, keys.FirstGeneration)
 	if _, err := a.dev.CheckKey(aKey); err != nil {
 		t.Fatalf("A's disk does not open with its derived key: %v", err)
 	}
@@ -355,7 +355,7 @@ func TestInitThenJoinOverLoopback(t *testing.T) {
 	if v, _ := latch.NewTPM(sw.RW).Value(ctx); !bytes.Equal(v, latch.ExpectedTPM(clusterID)) {
 		t.Fatalf("B's latch %x, want the cluster's", v)
 	}
-	bKey, _ := secrets.DiskKey(b.uuid, 0)
+	bKey, _ := secrets.DiskKey(b.uuid, keys.FirstGeneration)
 	if _, err := b.dev.CheckKey(bKey); err != nil {
 		t.Fatalf("B's disk does not open with the key A's secrets derive: %v", err)
 	}

@@ -24,7 +24,7 @@ import (
 
 // DiskKeyGeneration is the generation of the first control plane's own disk
 // key, the join service's default generation.
-const DiskKeyGeneration = 0
+const DiskKeyGeneration = keys.FirstGeneration
 
 // RunFunc runs the provisioning steps after the lock, sending progress
 // lines (the Provisioner's Run, built with the line sink).

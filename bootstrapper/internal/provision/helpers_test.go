@@ -146,7 +146,7 @@ func (n *testNode) passphrasePath() string { return filepath.Join(n.runDir, "one
 
 func (n *testNode) diskKey(t testing.TB) keys.Secret {
 	t.Helper()
-	k, err := n.secrets.DiskKey(n.uuid, 0)
+	k, err := n.secrets.DiskKey(n.uuid, keys.FirstGeneration)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +166,7 @@ func (n *testNode) clusterID(t testing.TB) []byte {
 func (n *testNode) ticket(t testing.TB) *Ticket {
 	return &Ticket{
 		DiskKey:           n.diskKey(t),
+		DiskKeyGeneration: keys.FirstGeneration,
 		MeasurementSecret: bytes.Clone(n.secrets.MeasurementSecret),
 		MeasurementSalt:   bytes.Clone(n.secrets.MeasurementSalt),
 		Kubeadm: kubeadm.Join{NodeName: "worker-1", APIServerEndpoint: "10.0.0.1:6443", Token: "abcdef.0123456789abcdef",
@@ -179,7 +180,7 @@ func (n *testNode) ticket(t testing.TB) *Ticket {
 
 func (n *testNode) initInputs(t testing.TB) *InitInputs {
 	s := *n.secrets
-	return &InitInputs{Secrets: &s, DiskKey: n.diskKey(t), Kubeadm: kubeadm.Init{NodeName: "cp-1", KubernetesVersion: "v1.37.2", CertificateKey: strings.Repeat("0a", 32)}}
+	return &InitInputs{Secrets: &s, DiskKey: n.diskKey(t), DiskKeyGeneration: keys.FirstGeneration, Kubeadm: kubeadm.Init{NodeName: "cp-1", KubernetesVersion: "v1.37.2", CertificateKey: strings.Repeat("0a", 32)}}
 }
 
 // run is one bootstrapper process: it opens the store with the fault

@@ -327,8 +327,8 @@ func (p *Provisioner) fail(ctx context.Context, reason string) error {
 	return fmt.Errorf("provision: %w: %s", ErrFailed, reason)
 }
 
-// rekey moves the disk from the one-time passphrase to the disk key. The
-// LUKS2 token numbers generations from 1, the key schedule from 0.
+// rekey moves the disk from the one-time passphrase to the disk key of the
+// plan's generation.
 func (p *Provisioner) rekey(ctx context.Context, pl *plan) error {
 	oldPass, err := os.ReadFile(p.opts.OneTimePassphrasePath)
 	if errors.Is(err, os.ErrNotExist) {
@@ -343,7 +343,7 @@ func (p *Provisioner) rekey(ctx context.Context, pl *plan) error {
 		return fmt.Errorf("reading the one-time passphrase: %w", err)
 	}
 	defer keys.Secret(oldPass).Zero()
-	if err := p.disk.Rekey(ctx, oldPass, pl.diskKey, pl.generation+1); err != nil {
+	if err := p.disk.Rekey(ctx, oldPass, pl.diskKey, pl.generation); err != nil {
 		return fmt.Errorf("re-keying the state disk: %w", err)
 	}
 	// The passphrase opens nothing any more.

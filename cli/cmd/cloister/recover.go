@@ -55,7 +55,7 @@ func recoverCommand() *command {
 			o.trust.register(fs)
 			fs.StringVar(&o.clusterDir, "cluster-dir", defaultClusterDir, "the cluster's `directory` (from 'cloister init')")
 			fs.StringVar(&o.diskUUID, "disk-uuid", "", "`UUID` of the node's state disk (canonical lowercase)")
-			fs.UintVar(&o.generation, "generation", 0, "disk key `generation` (the join service's diskKeyGeneration)")
+			fs.UintVar(&o.generation, "generation", keys.FirstGeneration, "disk key `generation` (the join service's diskKeyGeneration)")
 			return func(ctx context.Context) error { return runRecover(ctx, e, o) }
 		},
 	}

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/cloister-dev/cloister/internal/keys"
 )
 
 const (
@@ -19,7 +22,7 @@ const (
 // key derived for that disk and the measurement secret, and nothing else.
 func TestRecover(t *testing.T) {
 	dir, secrets := newClusterDir(t)
-	key, err := secrets.DiskKey(testDiskUUID, 0)
+	key, err := secrets.DiskKey(testDiskUUID, keys.FirstGeneration)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +44,7 @@ func TestRecover(t *testing.T) {
 		t.Fatalf("node got %d requests, want 1", len(reqs))
 	}
 	req := reqs[0]
-	if !bytes.Equal(req.GetDiskKey(), key) || !bytes.Equal(req.GetMeasurementSecret(), secrets.MeasurementSecret) || req.GetDiskKeyGeneration() != 0 {
+	if !bytes.Equal(req.GetDiskKey(), key) || !bytes.Equal(req.GetMeasurementSecret(), secrets.MeasurementSecret) || req.GetDiskKeyGeneration() != keys.FirstGeneration {
 		t.Fatal("request does not carry the disk's key and the measurement secret")
 	}
 	// Nothing else: only these fields are set, and the wire bytes hold
@@ -51,7 +54,7 @@ func TestRecover(t *testing.T) {
 		fields = append(fields, string(fd.Name()))
 		return true
 	})
-	if strings.Join(fields, ",") != "disk_key,measurement_secret" {
+	if slices.Sort(fields); strings.Join(fields, ",") != "disk_key,disk_key_generation,measurement_secret" {
 		t.Errorf("request fields = %v", fields)
 	}
 	wire, err := proto.Marshal(req)
@@ -70,10 +73,10 @@ func TestRecover(t *testing.T) {
 		}
 	})
 	t.Run("another generation's key is refused", func(t *testing.T) {
-		r := runCLI(t, recoverArgs(testDiskUUID, "--generation", "1")...)
+		r := runCLI(t, recoverArgs(testDiskUUID, "--generation", "2")...)
 		r.wantCode(t, exitNodeRefused)
-		if got := fake.requests(); got[len(got)-1].GetDiskKeyGeneration() != 1 {
-			t.Errorf("generation sent = %d, want 1", got[len(got)-1].GetDiskKeyGeneration())
+		if got := fake.requests(); got[len(got)-1].GetDiskKeyGeneration() != 2 {
+			t.Errorf("generation sent = %d, want 2", got[len(got)-1].GetDiskKeyGeneration())
 		}
 	})
 	t.Run("node reports another disk: no key sent", func(t *testing.T) {

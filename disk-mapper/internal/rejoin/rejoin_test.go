@@ -25,6 +25,7 @@ import (
 	"github.com/cloister-dev/cloister/internal/attestation/platform"
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
 	"github.com/cloister-dev/cloister/internal/cryptsetup"
+	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/retry"
 	"github.com/cloister-dev/cloister/internal/status"
 	"github.com/cloister-dev/cloister/joinservice/jointest"
@@ -117,7 +118,7 @@ func randomKey(t *testing.T) []byte {
 
 func serviceKey(t *testing.T, svc *jointest.Service) func(string) []byte {
 	return func(uuid string) []byte {
-		k, err := svc.Secrets.DiskKey(uuid, 0)
+		k, err := svc.Secrets.DiskKey(uuid, keys.FirstGeneration)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -137,7 +137,7 @@ type keyedRun struct {
 func (n *node) startKeyedRun(t *testing.T, svc *jointest.Service, endpoint string) *keyedRun {
 	t.Helper()
 	img, uuid := keyedImageFor(t, func(uuid string) []byte {
-		k, err := svc.Secrets.DiskKey(uuid, 0)
+		k, err := svc.Secrets.DiskKey(uuid, keys.FirstGeneration)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,7 +249,7 @@ func TestKeyedDiskRejoinWinsWhenJoinServiceUp(t *testing.T) {
 	if res.KeySource != "rejoin" || res.DiskUUID != kr.uuid {
 		t.Errorf("result %+v, want the rejoin key for disk %s", res, kr.uuid)
 	}
-	wantKey, _ := svc.Secrets.DiskKey(kr.uuid, 0)
+	wantKey, _ := svc.Secrets.DiskKey(kr.uuid, keys.FirstGeneration)
 	if !bytes.Equal(kr.mapper.key, wantKey) {
 		t.Error("the disk was activated with another key than the derived one")
 	}
@@ -285,7 +285,7 @@ func TestKeyedDiskRecoveryWinsWhenJoinServiceDown(t *testing.T) {
 	})
 
 	// The right key, as the CLI derives it.
-	key, _ := svc.Secrets.DiskKey(kr.uuid, 0)
+	key, _ := svc.Secrets.DiskKey(kr.uuid, keys.FirstGeneration)
 	resp, err := n.cliRecover(t, kr.recoveryAddr, n.goodPolicy, key, svc.Secrets.MeasurementSecret)
 	if err != nil || resp.GetDiskUuid() != kr.uuid {
 		t.Fatalf("Recover(right key) = %v, %v; want disk %s", resp, err, kr.uuid)
@@ -319,7 +319,7 @@ func TestKeyedDiskEvidenceFailingPolicyGetsNothing(t *testing.T) {
 	}
 	// Recovery still works; the operator's CLI uses the cluster's real
 	// reference values.
-	key, _ := svc.Secrets.DiskKey(kr.uuid, 0)
+	key, _ := svc.Secrets.DiskKey(kr.uuid, keys.FirstGeneration)
 	if _, err := n.cliRecover(t, kr.recoveryAddr, n.goodPolicy, key, svc.Secrets.MeasurementSecret); err != nil {
 		t.Fatalf("Recover: %v", err)
 	}
@@ -338,7 +338,7 @@ func TestRecoveryRefusesMalformedRequests(t *testing.T) {
 	svc := n.startJoinService(t, n.goodPolicy)
 	svc.Stop()
 	kr := n.startKeyedRun(t, svc, svc.Addr)
-	key, _ := svc.Secrets.DiskKey(kr.uuid, 0)
+	key, _ := svc.Secrets.DiskKey(kr.uuid, keys.FirstGeneration)
 	tests := []struct {
 		name        string
 		key, secret []byte

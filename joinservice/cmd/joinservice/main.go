@@ -72,7 +72,7 @@ Config file fields and defaults:
   trust: {tpmEKRoots: [], tpmAKRoots: [], snpCertCache: "", snpOffline: false, tdxRoots: []}
   allowControlPlaneJoins: false    control-plane tickets carry the master secret
   allowVariantsWithoutLatch: false accept sev-snp without a latch register
-  diskKeyGeneration: 0
+  diskKeyGeneration: 1             disk keys handed out; raise it to rotate every disk key
 
 Flags:
 `

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/cloister-dev/cloister/internal/keys"
 )
 
 // Config is the validated configuration.
@@ -51,7 +53,7 @@ type Config struct {
 	AllowControlPlaneJoins bool `json:"allowControlPlaneJoins"`
 	// AllowVariantsWithoutLatch accepts variants without a cluster-ID latch.
 	AllowVariantsWithoutLatch bool `json:"allowVariantsWithoutLatch"`
-	// DiskKeyGeneration is the generation of disk keys handed out.
+	// DiskKeyGeneration is the generation of disk keys handed out (from 1).
 	DiskKeyGeneration uint32 `json:"diskKeyGeneration"`
 }
 
@@ -122,6 +124,7 @@ func Default() Config {
 		BootstrapTokenTTL:    D(15 * time.Minute),
 		RequestTimeout:       D(30 * time.Second),
 		HandshakeTimeout:     D(30 * time.Second),
+		DiskKeyGeneration:    keys.FirstGeneration,
 		RateLimit:            RateLimit{ConnectionsPerSecond: 5, ConnectionBurst: 20, CallsPerSecond: 5, CallBurst: 20},
 	}
 }
@@ -195,6 +198,9 @@ func (c Config) Validate() error {
 	}
 	if ttl := c.BootstrapTokenTTL.Duration; ttl > 24*time.Hour {
 		bad("bootstrapTokenTTL", "at most 24h for a per-node token, got %v", ttl)
+	}
+	if c.DiskKeyGeneration < keys.FirstGeneration {
+		bad("diskKeyGeneration", "generations start at %d, got %d", keys.FirstGeneration, c.DiskKeyGeneration)
 	}
 	if c.RateLimit.ConnectionsPerSecond <= 0 || c.RateLimit.CallsPerSecond <= 0 {
 		bad("rateLimit", "connectionsPerSecond and callsPerSecond must be positive")

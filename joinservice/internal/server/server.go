@@ -47,7 +47,8 @@ type Options struct {
 	APIServerEndpoint string
 	// KubernetesVersion is the cluster's version, e.g. "v1.37.2".
 	KubernetesVersion string
-	// DiskKeyGeneration is the generation new and returning disks get.
+	// DiskKeyGeneration is the generation new and returning disks get;
+	// zero means keys.FirstGeneration.
 	DiskKeyGeneration uint32
 	// AllowControlPlaneJoins lets nodes join as control planes (they get the
 	// master secret). Off by default: the role a node asks for is only as
@@ -75,6 +76,9 @@ type Server struct {
 
 // New builds the server.
 func New(secrets keys.KeyProvider, cl cluster, pol policySource, metrics rejectionCounter, log *slog.Logger, opts Options) *Server {
+	if opts.DiskKeyGeneration == 0 {
+		opts.DiskKeyGeneration = keys.FirstGeneration
+	}
 	return &Server{secrets: secrets, cluster: cl, policy: pol, metrics: metrics, log: log.With("component", "joinservice"), opts: opts}
 }
 

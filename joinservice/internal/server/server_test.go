@@ -142,7 +142,7 @@ func TestJoinAndRejoinReleaseTheDerivedKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IssueJoinTicket: %v", err)
 	}
-	want, err := keys.DiskKey(env.Secrets.MasterSecret, env.Secrets.MasterSalt, testDiskUUID, 0)
+	want, err := keys.DiskKey(env.Secrets.MasterSecret, env.Secrets.MasterSalt, testDiskUUID, keys.FirstGeneration)
 	if err != nil {
 		t.Fatal(err)
 	}
