@@ -18,10 +18,12 @@
 // A disk whose state token says "not keyed" was formatted in an earlier boot
 // that ended before the bootstrapper finished joining: its one-time
 // passphrase lived in /run and is gone. It is formatted again, exactly like a
-// fresh disk. This is safe because it never held cluster data: the
-// bootstrapper records "keyed" in the token before it writes anything of the
-// cluster (salt, kubelet and kubeadm state) to the disk, and the token is
-// part of the LUKS2 header that Open validates strictly.
+// fresh disk. Nothing is lost that the node needs: the bootstrapper may have
+// saved its join inputs (the ticket) there when it took the node lock, but a
+// node that never finished keying has joined nothing — its latch was reset by
+// the reboot and it asks the join service again from the start. Kubelet and
+// kubeadm state is written only after "keyed", and the token is part of the
+// LUKS2 header that Open validates strictly.
 //
 // # Keyed disk
 //
