@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -71,6 +72,7 @@ Config file fields and defaults:
   rateLimit: {connectionsPerSecond: 5, connectionBurst: 20, callsPerSecond: 5, callBurst: 20}   per peer IP
   trust: {tpmEKRoots: [], tpmAKRoots: [], snpCertCache: "", snpOffline: false, tdxRoots: []}
   allowControlPlaneJoins: false    control-plane tickets carry the master secret
+  certificateKeyFile: ""           kubeadm's certificate key (0600), required for control-plane joins
   allowVariantsWithoutLatch: false accept sev-snp without a latch register
   diskKeyGeneration: 1             disk keys handed out; raise it to rotate every disk key
 
@@ -178,7 +180,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if _, err := secrets.ClusterSecrets(ctx); err != nil {
 		return err
 	}
+	var certificateKey string
+	if cfg.AllowControlPlaneJoins {
+		if certificateKey, err = readCertificateKey(cfg.CertificateKeyFile); err != nil {
+			return err
+		}
+	}
 	srv := server.New(secrets, cluster, ver, m, log, server.Options{
+		CertificateKey:            certificateKey,
 		APIServerEndpoint:         endpoint,
 		KubernetesVersion:         cfg.KubernetesVersion,
 		DiskKeyGeneration:         cfg.DiskKeyGeneration,
@@ -286,6 +295,27 @@ func loadAnchors(t config.Trust, allowInsecureDev bool) (platform.Anchors, error
 		a.SNPCertGetter = cache
 	}
 	return a, nil
+}
+
+// readCertificateKey reads kubeadm's certificate key: 32 bytes as 64 hex
+// characters, from a file only its owner may read.
+func readCertificateKey(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("reading kubeadm certificate key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("kubeadm certificate key %s: mode %04o lets group or others read it; want 0600", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading kubeadm certificate key: %w", err)
+	}
+	key := strings.TrimSpace(string(b))
+	if _, err := hex.DecodeString(key); err != nil || len(key) != 64 {
+		return "", fmt.Errorf("kubeadm certificate key %s: want 64 hex characters", path)
+	}
+	return key, nil
 }
 
 func secretsProvider(cfg config.Config, client kubernetes.Interface) keys.KeyProvider {

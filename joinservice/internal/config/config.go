@@ -51,6 +51,10 @@ type Config struct {
 	// AllowControlPlaneJoins releases control-plane tickets (with the master
 	// secret). Off by default.
 	AllowControlPlaneJoins bool `json:"allowControlPlaneJoins"`
+	// CertificateKeyFile holds kubeadm's certificate key (64 hex characters,
+	// mode 0600), which the first control plane's bootstrapper wrote at init.
+	// Required with AllowControlPlaneJoins.
+	CertificateKeyFile string `json:"certificateKeyFile"`
 	// AllowVariantsWithoutLatch accepts variants without a cluster-ID latch.
 	AllowVariantsWithoutLatch bool `json:"allowVariantsWithoutLatch"`
 	// DiskKeyGeneration is the generation of disk keys handed out (from 1).
@@ -198,6 +202,9 @@ func (c Config) Validate() error {
 	}
 	if ttl := c.BootstrapTokenTTL.Duration; ttl > 24*time.Hour {
 		bad("bootstrapTokenTTL", "at most 24h for a per-node token, got %v", ttl)
+	}
+	if c.AllowControlPlaneJoins && c.CertificateKeyFile == "" {
+		bad("certificateKeyFile", "required with allowControlPlaneJoins: control planes join with kubeadm's certificate key")
 	}
 	if c.DiskKeyGeneration < keys.FirstGeneration {
 		bad("diskKeyGeneration", "generations start at %d, got %d", keys.FirstGeneration, c.DiskKeyGeneration)

@@ -52,6 +52,7 @@ func TestLoadRejects(t *testing.T) {
 		{"token ttl too long", "bootstrapTokenTTL: 48h", "bootstrapTokenTTL: at most 24h"},
 		{"zero rate", "rateLimit: {connectionsPerSecond: 0, connectionBurst: 1, callsPerSecond: 1, callBurst: 1}", "rateLimit"},
 		{"empty policy path", "policy: ''", "policy: missing"},
+		{"control-plane joins without a certificate key", "allowControlPlaneJoins: true", "certificateKeyFile: required"},
 		{"two secrets sources", "clusterSecrets: /s.json\nclusterSecretsSecret: kube-system/x", "not both"},
 		{"secret without namespace", "clusterSecretsSecret: x", "want namespace/name"},
 	}
