@@ -27,8 +27,9 @@ build: deps
 deps:
 	@./hack/deps.sh
 
-## test: what CI runs (.ci/run): vet, stale generated code, all tests, short fuzz runs.
-test: deps kubeadm vet proto-check unit fuzz
+## test: what CI runs (.ci/run): vet, stale generated code, short fuzz runs, then
+## all tests (last, so the output ends with go test's summary).
+test: deps kubeadm vet proto-check fuzz unit
 
 vet:
 	$(GO) vet $(PKGS)
