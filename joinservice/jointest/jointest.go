@@ -120,8 +120,7 @@ func Start(tb TB, opts Options) *Service {
 		rate = 1000
 	}
 	s.serve = func(lis net.Listener) {
-		g := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(64<<10),
-			grpc.UnaryInterceptor(server.UnaryInterceptor(ratelimit.New(ratelimit.Options{PerSecond: rate, Burst: int(rate)}), 20*time.Second, s.Metrics)))
+		g := grpc.NewServer(server.ServerOptions(creds, ratelimit.New(ratelimit.Options{PerSecond: rate, Burst: int(rate)}), 20*time.Second, s.Metrics)...)
 		joinv1.RegisterJoinServiceServer(g, srv)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = g.Serve(lis) }()

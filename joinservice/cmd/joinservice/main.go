@@ -45,9 +45,6 @@ import (
 	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"
 )
 
-// maxRequestSize bounds a join request: a UUID, a node name and a CSR.
-const maxRequestSize = 64 << 10
-
 const usage = `joinservice: release node secrets to attested nodes
 
 Usage:
@@ -196,11 +193,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 
 	callLimiter := ratelimit.New(ratelimit.Options{PerSecond: cfg.RateLimit.CallsPerSecond, Burst: cfg.RateLimit.CallBurst})
-	grpcServer := grpc.NewServer(
-		grpc.Creds(creds),
-		grpc.MaxRecvMsgSize(maxRequestSize),
-		grpc.UnaryInterceptor(server.UnaryInterceptor(callLimiter, cfg.RequestTimeout.Duration, m)),
-	)
+	grpcServer := grpc.NewServer(server.ServerOptions(creds, callLimiter, cfg.RequestTimeout.Duration, m)...)
 	joinv1.RegisterJoinServiceServer(grpcServer, srv)
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(grpcServer, healthServer)

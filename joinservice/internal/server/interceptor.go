@@ -6,8 +6,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cloister-dev/cloister/joinservice/internal/ratelimit"
 )
@@ -18,8 +20,31 @@ type handlerObserver interface {
 	Rejection(stage, reason string)
 }
 
+const (
+	// MaxRequestSize is the largest request a handler accepts: a disk UUID,
+	// a node name and a CSR fit many times over. A larger one is refused
+	// with ResourceExhausted and counted (stage "request", reason
+	// "request-size").
+	MaxRequestSize = 64 << 10
+	// maxWireMessage is gRPC's own cap, which bounds memory before any
+	// decoding; gRPC drops larger messages without calling us, so they are
+	// not counted.
+	maxWireMessage = 1 << 20
+)
+
+// ServerOptions are the join service's gRPC server options: attested TLS,
+// the message size cap, and the interceptor. main and jointest both use
+// them, so tests run the service exactly as deployed.
+func ServerOptions(creds credentials.TransportCredentials, limiter *ratelimit.Limiter, timeout time.Duration, obs handlerObserver) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(maxWireMessage),
+		grpc.UnaryInterceptor(UnaryInterceptor(limiter, timeout, obs)),
+	}
+}
+
 // UnaryInterceptor applies, in order, the per-peer rate limit, the request
-// deadline and the latency metric to every call.
+// size limit, the request deadline and the latency metric to every call.
 func UnaryInterceptor(limiter *ratelimit.Limiter, timeout time.Duration, obs handlerObserver) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
@@ -31,6 +56,11 @@ func UnaryInterceptor(limiter *ratelimit.Limiter, timeout time.Duration, obs han
 			obs.Rejection("rate-limit", "calls")
 			obs.HandlerDone(info.FullMethod, codes.ResourceExhausted.String(), time.Since(start))
 			return nil, status.Error(codes.ResourceExhausted, "rate limit: too many calls from this peer; retry with backoff")
+		}
+		if m, ok := req.(proto.Message); !ok || proto.Size(m) > MaxRequestSize {
+			obs.Rejection("request", "request-size")
+			obs.HandlerDone(info.FullMethod, codes.ResourceExhausted.String(), time.Since(start))
+			return nil, status.Errorf(codes.ResourceExhausted, "request-size: requests are at most %d bytes", MaxRequestSize)
 		}
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()

@@ -302,7 +302,7 @@ func TestJoinRefusals(t *testing.T) {
 				r.KubeletCsr = bytes.Repeat([]byte("A"), 100<<10)
 				return r
 			},
-			wantCode: codes.ResourceExhausted,
+			wantCode: codes.ResourceExhausted, wantCheck: "request-size", stage: "request",
 		},
 	}
 	for _, tt := range tests {
