@@ -8,7 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+
+	"github.com/cloister-dev/cloister/internal/atomicfile"
 )
 
 // ClusterSecrets are a cluster's root secrets. The CLI generates them at
@@ -161,46 +162,16 @@ func (p FileProvider) ClusterSecrets(_ context.Context) (*ClusterSecrets, error)
 	return s, nil
 }
 
-// WriteClusterSecrets writes secrets to path with mode 0600, atomically:
-// a temporary file in the same directory, fsync, rename, fsync of the
-// directory. A crash leaves either the old file or the new one.
+// WriteClusterSecrets writes secrets to path with mode 0600, atomically
+// (atomicfile): a crash leaves either the old file or the new one.
 func WriteClusterSecrets(path string, s *ClusterSecrets) error {
 	b, err := MarshalClusterSecrets(s)
 	if err != nil {
 		return err
 	}
 	defer clear(b)
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".cluster-secrets-*")
-	if err != nil {
-		return fmt.Errorf("keys: writing cluster secrets in %s: %w", dir, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keys: writing cluster secrets: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keys: writing cluster secrets: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keys: syncing cluster secrets: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("keys: writing cluster secrets: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("keys: installing cluster secrets %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("keys: syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("keys: syncing %s: %w", dir, err)
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
+		return fmt.Errorf("keys: %w", err)
 	}
 	return nil
 }

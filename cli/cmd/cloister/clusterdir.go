@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cloister-dev/cloister/internal/atomicfile"
 	"github.com/cloister-dev/cloister/internal/keys"
 )
 
@@ -100,7 +101,7 @@ func (d clusterDir) secrets(ctx context.Context) (*keys.ClusterSecrets, error) {
 
 // writeFile writes one file of the directory, 0600, atomically.
 func (d clusterDir) writeFile(name string, data []byte) error {
-	if err := writeFileAtomic(d.path(name), data, 0o600); err != nil {
+	if err := atomicfile.Write(d.path(name), data, 0o600); err != nil {
 		return fail(exitLocal, err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cloister-dev/cloister/internal/atomicfile"
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
 )
 
@@ -197,7 +198,7 @@ func (o *policyEdit) apply() ([]string, error) {
 	if _, err := policy.Parse(out); err != nil {
 		return nil, failf(exitUsage, []string{"the file was not changed"}, "refusing to write an invalid policy to %s:\n%v", o.path, err)
 	}
-	if err := writeFileAtomic(o.path, out, mode); err != nil {
+	if err := atomicfile.Write(o.path, out, mode); err != nil {
 		return nil, fail(exitLocal, err)
 	}
 	return changes, nil
@@ -338,31 +339,4 @@ func mapDelete(m *yaml.Node, key string) bool {
 		}
 	}
 	return false
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory, fsync, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, werr := tmp.Write(data)
-	if err := errors.Join(werr, tmp.Chmod(mode), tmp.Sync(), tmp.Close()); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
 }

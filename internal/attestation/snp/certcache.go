@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 
 	"github.com/google/go-sev-guest/verify/trust"
+
+	"github.com/cloister-dev/cloister/internal/atomicfile"
 )
 
 // ErrNotCached is wrapped by CertCache when a URL is not in the cache and
@@ -84,7 +86,7 @@ func (c *CertCache) GetContext(ctx context.Context, url string) ([]byte, error) 
 	if len(b) == 0 || len(b) > maxCertSize {
 		return nil, fmt.Errorf("snp: fetching %s: response is %d bytes, want 1..%d", url, len(b), maxCertSize)
 	}
-	if err := writeAtomic(c.dir, path, b); err != nil {
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return nil, fmt.Errorf("snp: caching %s: %w", url, err)
 	}
 	return b, nil
@@ -111,28 +113,4 @@ func readLimited(path string) ([]byte, error) {
 		return nil, fmt.Errorf("cache file %s is %d bytes, want 1..%d", path, len(b), maxCertSize)
 	}
 	return b, nil
-}
-
-// writeAtomic writes b to a temporary 0600 file in dir and renames it to
-// path, so readers never see half a certificate.
-func writeAtomic(dir, path string, b []byte) error {
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(b)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return errors.Join(err, os.Remove(tmp))
-	}
-	return nil
 }
