@@ -66,7 +66,13 @@ const cliSecretsFile = "cluster-secrets.json"
 // PATH. Missing, the test fails when CI=true and is skipped elsewhere.
 func buildCLI(t *testing.T) string {
 	t.Helper()
-	goTool := tpmtest.RequireTool(t, "go")
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the go tool is required in CI to build the cloister CLI: %v", err)
+		}
+		t.Skipf("no go tool on PATH to build the cloister CLI: %v", err)
+	}
 	bin := filepath.Join(t.TempDir(), "cloister")
 	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/cloister-dev/cloister/cli/cmd/cloister").CombinedOutput()
 	if err != nil {
