@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building the node image (make image) and
+# booting it under QEMU need, when missing. Not needed by make test. Safe to
+# rerun. In CI (CI=true) a failed install fails the run.
+set -euo pipefail
+
+packages=(
+  mkosi systemd-container debootstrap # the image tree (mkosi 14 runs nspawn)
+  e2fsprogs                           # mkfs.ext4 -d: root.img without mounting
+  gcc libcryptsetup-dev               # cgo: the daemons link libcryptsetup
+  zstd cpio kmod                      # inspecting the initrd and modules
+  qemu-system-x86 qemu-utils ovmf     # booting it (TCG), measured boot
+  swtpm swtpm-tools                   # the VM's vTPM
+  gdisk cryptsetup-bin                # state disks: GPT label, luksDump
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "image deps: installing ${missing[*]}" >&2
+SUDO=
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
