@@ -39,6 +39,8 @@ const (
 	checkSignature  = "signature"
 	checkBinding    = "binding"
 	checkDebug      = "debug"
+	checkQE         = "qe-identity"
+	checkSEAM       = "mrsignerseam"
 	checkTCBSVN     = "tcb-svn"
 	checkTCBStatus  = "tcb-status"
 	checkCollateral = "collateral"
@@ -136,11 +138,16 @@ func (*Validator) Variant() attestation.Variant { return attestation.VariantTDX 
 //     key, and the attestation key's signature over header and TD body;
 //  5. "binding": REPORTDATA equals userData zero padded to 64 bytes, padding
 //     included;
-//  6. "debug": the TD is not a debug TD (TD_ATTRIBUTES bit 0);
-//  7. "mrtd", then "rtmr[N]" in index order: the policy's reference values
+//  6. "qe-identity": the quoting enclave that signed the attestation key
+//     is Intel's TD quoting enclave (MRSIGNER, ISVPRODID 2, not a debug
+//     enclave) — checked always, collateral or not: otherwise a host could
+//     certify an attestation key of its own enclave and sign any TD body;
+//     "mrsignerseam": the TDX module is Intel's (MRSIGNERSEAM all zero);
+//  7. "debug": the TD is not a debug TD (TD_ATTRIBUTES bit 0);
+//  8. "mrtd", then "rtmr[N]" in index order: the policy's reference values
 //     (a mismatch in warn mode becomes a warning in the claims);
-//  8. "tcb-svn": TEE_TCB_SVN is at least the policy minimum, byte by byte;
-//  9. only with ValidatorOptions.Collateral: "tcb-status": the TDX TCB
+//  9. "tcb-svn": TEE_TCB_SVN is at least the policy minimum, byte by byte;
+//  10. only with ValidatorOptions.Collateral: "tcb-status": the TDX TCB
 //     level and the QE's TCB level matching this platform are "UpToDate";
 //     "collateral": the collateral is present, signed under the trusted
 //     root, fresh, and matches the quote (FMSPC, PCE ID, TDX module, QE).
@@ -169,6 +176,12 @@ func (v *Validator) Validate(ctx context.Context, ev *attestationv1.Evidence, us
 	want := padReportData(userData)
 	if got := body.GetReportData(); !bytes.Equal(got, want[:]) {
 		return nil, reject(checkBinding, attestation.Hex(want[:]), attestation.Hex(got), nil)
+	}
+	if err := checkQuotingEnclave(quote); err != nil {
+		return nil, err
+	}
+	if seam := body.GetMrSignerSeam(); !bytes.Equal(seam, make([]byte, len(seam))) {
+		return nil, reject(checkSEAM, "all zero (Intel's TDX module)", hex.EncodeToString(seam), nil)
 	}
 	if attrs := body.GetTdAttributes(); attrs[0]&tdAttributeDebug != 0 {
 		return nil, reject(checkDebug, "TD_ATTRIBUTES bit 0 (DEBUG) clear", "TD_ATTRIBUTES "+hex.EncodeToString(attrs), nil)
@@ -293,4 +306,41 @@ func rtmrName(idx int) string { return fmt.Sprintf("rtmr[%d]", idx) }
 
 func reject(check, want, got string, err error) *attestation.CheckError {
 	return &attestation.CheckError{Variant: attestation.VariantTDX, Check: check, Want: want, Got: got, Err: err}
+}
+
+// Intel's TD quoting enclave identity. The QE report is signed by the PCK
+// key, so these values come from the CPU; without checking them, any enclave
+// the host runs (it has root) could certify an attestation key of its own.
+var (
+	// intelQEMRSigner is the MRSIGNER of Intel's TD quoting enclave, as
+	// Intel PCS publishes it in the TD_QE enclave identity (isvprodid 2).
+	intelQEMRSigner = [32]byte{
+		0xdc, 0x9e, 0x2a, 0x7c, 0x6f, 0x94, 0x8f, 0x17, 0x47, 0x4e, 0x34, 0xa7, 0xfc, 0x43, 0xed, 0x03,
+		0x0f, 0x7c, 0x15, 0x63, 0xf1, 0xba, 0xbd, 0xdf, 0x63, 0x40, 0xc8, 0x2e, 0x0e, 0x54, 0xa8, 0xc5,
+	}
+)
+
+
+const (
+	// tdQEProdID is the TD quoting enclave's ISVPRODID.
+	tdQEProdID = 2
+	// sgxAttributeDebug is bit 1 of the SGX ATTRIBUTES flags (byte 0).
+	sgxAttributeDebug = 0x02
+)
+
+func checkQuotingEnclave(quote *pb.QuoteV4) error {
+	qe := quote.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetQeReport()
+	if qe == nil {
+		return reject(checkQE, "a QE report", "none", nil)
+	}
+	if got := qe.GetMrSigner(); !bytes.Equal(got, intelQEMRSigner[:]) {
+		return reject(checkQE, "MRSIGNER "+hex.EncodeToString(intelQEMRSigner[:]), "MRSIGNER "+attestation.Hex(got), nil)
+	}
+	if got := qe.GetIsvProdId(); got != tdQEProdID {
+		return reject(checkQE, fmt.Sprintf("ISVPRODID %d", tdQEProdID), fmt.Sprintf("ISVPRODID %d", got), nil)
+	}
+	if attrs := qe.GetAttributes(); len(attrs) == 0 || attrs[0]&sgxAttributeDebug != 0 {
+		return reject(checkQE, "a production enclave (ATTRIBUTES DEBUG clear)", "ATTRIBUTES "+attestation.Hex(attrs), nil)
+	}
+	return nil
 }

@@ -234,6 +234,34 @@ func TestValidateRejects(t *testing.T) {
 			wantCheck: "signature",
 		},
 		{
+			name: "attestation key certified by another enclave (QE MRSIGNER)",
+			ev: tdxEvidence(quoteWith(func(q *pb.QuoteV4) {
+				q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetQeReport().MrSigner[0] ^= 1
+			})),
+			wantCheck: "qe-identity",
+		},
+		{
+			name: "attestation key certified by another Intel enclave (ISVPRODID)",
+			ev: tdxEvidence(quoteWith(func(q *pb.QuoteV4) {
+				q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetQeReport().IsvProdId = 1
+			})),
+			wantCheck: "qe-identity",
+		},
+		{
+			name: "attestation key certified by a debug quoting enclave",
+			ev: tdxEvidence(quoteWith(func(q *pb.QuoteV4) {
+				q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetQeReport().Attributes[0] |= 0x02
+			})),
+			wantCheck: "qe-identity",
+		},
+		{
+			name: "TDX module not signed by Intel (MRSIGNERSEAM)",
+			ev: tdxEvidence(quoteWith(func(q *pb.QuoteV4) {
+				q.GetTdQuoteBody().MrSignerSeam[0] = 1
+			})),
+			wantCheck: "mrsignerseam",
+		},
+		{
 			name: "QE report data does not bind the attestation key",
 			ev: tdxEvidence(quoteWith(func(q *pb.QuoteV4) {
 				q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetQeReport().ReportData[0] ^= 1
