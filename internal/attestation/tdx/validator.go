@@ -320,7 +320,6 @@ var (
 	}
 )
 
-
 const (
 	// tdQEProdID is the TD quoting enclave's ISVPRODID.
 	tdQEProdID = 2
