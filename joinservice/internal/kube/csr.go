@@ -147,28 +147,39 @@ func keyAllowed(pub crypto.PublicKey) (string, bool) {
 // to system:nodes, and nothing else. It reads every attribute (Names), not
 // the parsed fields: pkix.Name keeps only the last CN.
 func checkSubject(subject pkix.Name, wantCN string) error {
-	var cns, orgs, others []string
+	// Compare the exact values; quote and shorten them only for messages.
+	var cns, orgs []string
+	var others []string
 	for _, atv := range subject.Names {
-		v := fmt.Sprintf("%.80q", fmt.Sprint(atv.Value))
+		v, isString := atv.Value.(string)
 		switch {
-		case atv.Type.Equal(oidCommonName):
+		case atv.Type.Equal(oidCommonName) && isString:
 			cns = append(cns, v)
-		case atv.Type.Equal(oidOrganization):
+		case atv.Type.Equal(oidOrganization) && isString:
 			orgs = append(orgs, v)
 		default:
-			others = append(others, atv.Type.String()+"="+v)
+			others = append(others, atv.Type.String()+"="+fmt.Sprintf("%.80q", fmt.Sprint(atv.Value)))
 		}
 	}
-	if want := fmt.Sprintf("%.80q", wantCN); len(cns) != 1 || cns[0] != want {
-		return forbidden(CheckCommonName, want, "["+strings.Join(cns, ",")+"]")
+	if len(cns) != 1 || cns[0] != wantCN {
+		return forbidden(CheckCommonName, fmt.Sprintf("%.80q", wantCN), shown(cns))
 	}
-	if want := fmt.Sprintf("%q", nodesGroup); len(orgs) != 1 || orgs[0] != want {
-		return forbidden(CheckOrganization, "["+want+"]", "["+strings.Join(orgs, ",")+"]")
+	if len(orgs) != 1 || orgs[0] != nodesGroup {
+		return forbidden(CheckOrganization, fmt.Sprintf("[%q]", nodesGroup), shown(orgs))
 	}
 	if len(others) > 0 {
 		return forbidden(CheckSubject, "only CN and O", strings.Join(others, ","))
 	}
 	return nil
+}
+
+// shown quotes untrusted values for an error, each cut to 80 characters.
+func shown(vs []string) string {
+	q := make([]string, len(vs))
+	for i, v := range vs {
+		q[i] = fmt.Sprintf("%.80q", v)
+	}
+	return "[" + strings.Join(q, ",") + "]"
 }
 
 // sanSummary describes the CSR's subject alternative names, or returns ""

@@ -361,3 +361,18 @@ func FuzzCheckKubeletCSR(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckKubeletCSRComparesWholeLongNames: a CSR whose CN agrees with the
+// node's only in its first 80 characters is another identity.
+func TestCheckKubeletCSRComparesWholeLongNames(t *testing.T) {
+	node := strings.Repeat("a", 120) + ".cluster.example"
+	other := strings.Repeat("a", 120) + ".attacker.example"
+	csr := csrPEM(t, ecKey(t, elliptic.P256()), &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "system:node:" + other, Organization: []string{"system:nodes"}},
+	})
+	_, err := CheckKubeletCSR(node, csr)
+	var ce *CSRError
+	if !errors.As(err, &ce) || ce.Check != CheckCommonName {
+		t.Fatalf("CSR for %q accepted for node %q: %v", other, node, err)
+	}
+}
