@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -230,6 +231,22 @@ type AuthInfo struct {
 	// PeerClaims are the peer's verified claims. Nil when this side accepted
 	// the peer without verifying it (Config.AcceptUnattestedPeer).
 	PeerClaims *attestation.Claims
+
+	used atomic.Bool
+}
+
+// FirstUse reports true exactly once per attested connection, the first
+// time it is called for it. Claims are a snapshot taken at the handshake: a
+// service that releases something once per attestation (a join ticket)
+// calls FirstUse so that a long-lived connection cannot collect a second
+// release after the peer's state (its latch) changed.
+func FirstUse(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	ai, ok := p.AuthInfo.(*AuthInfo)
+	return ok && ai.used.CompareAndSwap(false, true)
 }
 
 // AuthType returns "atls".

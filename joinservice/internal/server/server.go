@@ -25,6 +25,8 @@ type cluster interface {
 	CreateBootstrapToken(ctx context.Context, nodeName string) (kube.Token, error)
 	// CACertHashes returns kubeadm's "sha256:<hex>" pins of the cluster CA.
 	CACertHashes(ctx context.Context) ([]string, error)
+	// NodeRegistered reports whether a Node of that name exists.
+	NodeRegistered(ctx context.Context, nodeName string) (bool, error)
 	// SignKubeletCSR returns a kubelet client certificate for nodeName; the
 	// CSR must be for that node's identity and nothing else.
 	SignKubeletCSR(ctx context.Context, nodeName string, csrPEM []byte) ([]byte, error)
@@ -155,14 +157,24 @@ func (s *Server) joinTicket(ctx context.Context, req *joinv1.IssueJoinTicketRequ
 	if err != nil {
 		return nil, internal("disk-key", err)
 	}
-	// The certificate first: if the signer refuses, no token is minted.
-	cert, err := s.cluster.SignKubeletCSR(ctx, req.GetNodeName(), req.GetKubeletCsr())
+	// The node name comes from the host (kernel command line, SMBIOS): a
+	// second machine must not take over a registered node's identity.
+	registered, err := s.cluster.NodeRegistered(ctx, req.GetNodeName())
 	if err != nil {
-		return nil, csrError(err)
+		return nil, unavailable("node-name", fmt.Errorf("kubernetes: %w", err))
+	}
+	if registered {
+		return nil, denied("node-name", fmt.Errorf("a Node named %q is already registered; delete it first if this machine replaces it", req.GetNodeName()))
 	}
 	hashes, err := s.cluster.CACertHashes(ctx)
 	if err != nil {
 		return nil, unavailable("ca-cert-hashes", err)
+	}
+	// The certificate before the token: if the signer refuses, no token is
+	// minted.
+	cert, err := s.cluster.SignKubeletCSR(ctx, req.GetNodeName(), req.GetKubeletCsr())
+	if err != nil {
+		return nil, csrError(err)
 	}
 	token, err := s.cluster.CreateBootstrapToken(ctx, req.GetNodeName())
 	if err != nil {
@@ -232,11 +244,18 @@ func (s *Server) checkLatch(claims *attestation.Claims) error {
 	return nil
 }
 
+// peer returns the caller's verified claims. Each attested connection gets
+// one ticket: the claims (and the latch in them) are a snapshot of the
+// handshake, so a second call on the same connection could collect another
+// ticket after the node extended its latch.
 func (s *Server) peer(ctx context.Context) (*attestation.Claims, error) {
 	claims, ok := atls.PeerClaims(ctx)
 	if !ok {
 		// The credentials make this impossible; refusing is the safe answer.
 		return nil, &requestError{check: "peer", code: codes.Unauthenticated, err: errors.New("no verified peer attestation on this connection")}
+	}
+	if !atls.FirstUse(ctx) {
+		return nil, denied("session", errors.New("one ticket per attested connection: connect again to attest again"))
 	}
 	return claims, nil
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cloister-dev/cloister/internal/atls"
@@ -190,7 +191,12 @@ func TestJoinAndRejoinReleaseTheDerivedKey(t *testing.T) {
 		t.Errorf("kubelet certificate %q not issued by the cluster CA", cert.Subject)
 	}
 
-	rejoin, err := client.IssueRejoinTicket(ctx, &joinv1.IssueRejoinTicketRequest{DiskUuid: testDiskUUID})
+	// One ticket per attested connection: the same connection is refused a
+	// second one; a new connection (a new attestation) gets it.
+	if _, err := client.IssueRejoinTicket(ctx, &joinv1.IssueRejoinTicketRequest{DiskUuid: testDiskUUID}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "session") {
+		t.Errorf("second ticket on one connection: %v, want PermissionDenied naming the session", err)
+	}
+	rejoin, err := env.dial(t, env.nodeIssuer(t, nodeBody())).IssueRejoinTicket(ctx, &joinv1.IssueRejoinTicketRequest{DiskUuid: testDiskUUID})
 	if err != nil {
 		t.Fatalf("IssueRejoinTicket: %v", err)
 	}
@@ -204,7 +210,9 @@ func TestJoinAndRejoinReleaseTheDerivedKey(t *testing.T) {
 		t.Errorf("rejoin tickets counted %v, want 1", got)
 	}
 	audit := auditLines(t, env.Logs())
-	if len(audit) != 2 || audit[0]["decision"] != "released" || audit[0]["node"] != "worker-1" || audit[0]["disk_uuid"] != testDiskUUID ||
+	// Three decisions: the join, the refused second ticket on its connection,
+	// the rejoin.
+	if len(audit) != 3 || audit[1]["decision"] != "refused" || audit[2]["decision"] != "released" || audit[0]["decision"] != "released" || audit[0]["node"] != "worker-1" || audit[0]["disk_uuid"] != testDiskUUID ||
 		audit[0]["variant"] != "tdx" || audit[0]["policy"] != "test/v1" || audit[0]["token_id"] != id {
 		t.Errorf("audit lines: %v", audit)
 	}
@@ -226,6 +234,9 @@ func TestJoinRefusals(t *testing.T) {
 	env := newTestEnv(t)
 	latched := nodeBody()
 	latched.RTMRs[3] = [48]byte{0xc1, 0x05}
+	if _, err := env.Cluster.Client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "registered-1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	wrongImage := nodeBody()
 	wrongImage.MRTD = [48]byte{0xee}
 
@@ -264,6 +275,12 @@ func TestJoinRefusals(t *testing.T) {
 				return r
 			},
 			wantCode: codes.PermissionDenied, wantCheck: "csr-common-name", stage: "request",
+		},
+		{
+			name: "name of a registered node (identity takeover)", req: func(t *testing.T) *joinv1.IssueJoinTicketRequest {
+				return joinRequest(t, "registered-1")
+			},
+			wantCode: codes.PermissionDenied, wantCheck: "node-name", stage: "request",
 		},
 		{
 			name: "malformed disk UUID", req: func(t *testing.T) *joinv1.IssueJoinTicketRequest {
@@ -378,7 +395,7 @@ func TestNoSecretInLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.IssueRejoinTicket(context.Background(), &joinv1.IssueRejoinTicketRequest{DiskUuid: testDiskUUID}); err != nil {
+	if _, err := env.dial(t, env.nodeIssuer(t, nodeBody())).IssueRejoinTicket(context.Background(), &joinv1.IssueRejoinTicketRequest{DiskUuid: testDiskUUID}); err != nil {
 		t.Fatal(err)
 	}
 	_, tokenSecret, _ := strings.Cut(resp.GetBootstrapToken(), ".")
