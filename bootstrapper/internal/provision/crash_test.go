@@ -180,3 +180,38 @@ func TestRebootAfterDiskKeyedResumes(t *testing.T) {
 		t.Fatalf("keyslots: one-time %v, disk key %v", oneTime, diskKey)
 	}
 }
+
+// TestKubeadmKilledMidRunEndsFailed: kubeadm writes kubelet.conf or
+// admin.conf early in its run, so a restart that finds them but no record of
+// kubeadm's success must not call the node joined.
+func TestKubeadmKilledMidRunEndsFailed(t *testing.T) {
+	for _, path := range []nodestate.Path{nodestate.PathJoin, nodestate.PathInit} {
+		t.Run(string(path), func(t *testing.T) {
+			n := newTestNode(t)
+			crashed := false
+			_, _, err := n.run(t, path, func(p string) error {
+				if p == "after:"+string(nodestate.KubeadmStarted) && !crashed {
+					crashed = true
+					return errCrash
+				}
+				return nil
+			}, Options{})
+			if !errors.Is(err, errCrash) {
+				t.Fatalf("first run: %v, want the injected crash", err)
+			}
+			// What a kubeadm killed half-way leaves behind.
+			for _, f := range []string{n.kubeadm.kubeletConf, n.kubeadm.adminConf} {
+				if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(f, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, _, err = n.run(t, path, nil, Options{})
+			if st := n.state(t); !errors.Is(err, ErrFailed) || st.Phase != nodestate.Failed {
+				t.Fatalf("restart after kubeadm was killed: err %v, state %+v; want Failed", err, st)
+			}
+		})
+	}
+}

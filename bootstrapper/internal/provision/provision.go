@@ -45,6 +45,10 @@ const (
 	// uploaded control-plane certificates (0600), for the join service's
 	// control-plane tickets.
 	CertificateKeyFile = "kubeadm/certificate-key"
+	// kubeadmSucceededFile is written once kubeadm init or join returned
+	// success, so a restart can tell a finished kubeadm from an interrupted
+	// one.
+	kubeadmSucceededFile = "kubeadm/succeeded"
 )
 
 // ErrFailed means the node is in the terminal Failed state.
@@ -254,11 +258,17 @@ func (p *Provisioner) Run(ctx context.Context) (*Result, error) {
 			}
 			return nil, p.fail(ctx, fmt.Sprintf("kubeadm: %v", err))
 		}
+		// kubeadm writes admin.conf/kubelet.conf early in its run, so their
+		// presence proves nothing; this marker is written only after it
+		// returned success.
+		if err := writeSecret(filepath.Join(p.store.Dir(), kubeadmSucceededFile), []byte(pl.path)); err != nil {
+			return nil, p.fail(ctx, fmt.Sprintf("recording kubeadm's success: %v", err))
+		}
 	}
 	if !ranKubeadm {
 		// KubeadmStarted from an earlier run: kubeadm must not run twice.
-		if _, err := os.Stat(pl.done); err != nil {
-			return nil, p.fail(ctx, fmt.Sprintf("kubeadm was interrupted and left no %s: it is not run twice; reset the node (kubeadm reset -f) and reboot", pl.done))
+		if _, err := os.Stat(filepath.Join(p.store.Dir(), kubeadmSucceededFile)); err != nil {
+			return nil, p.fail(ctx, "kubeadm was interrupted before it reported success: it is not run twice; reset the node (kubeadm reset -f) and reboot")
 		}
 		p.log.Info("kubeadm finished before a restart", "result", pl.done)
 	}
