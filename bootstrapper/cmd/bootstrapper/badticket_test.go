@@ -37,6 +37,7 @@ import (
 	"github.com/cloister-dev/cloister/internal/attestation/insecuredev"
 	"github.com/cloister-dev/cloister/internal/attestation/platform"
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
+	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/retry"
 	"github.com/cloister-dev/cloister/internal/status"
 	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"
@@ -95,7 +96,8 @@ func signFor(t *testing.T, pub any, cn string) []byte {
 
 func wellFormed(t *testing.T, csr *x509.CertificateRequest) *joinv1.IssueJoinTicketResponse {
 	return &joinv1.IssueJoinTicketResponse{
-		DiskKey: make([]byte, 32), MeasurementSecret: make([]byte, 32), MeasurementSalt: make([]byte, 32),
+		DiskKeyGeneration: keys.FirstGeneration,
+		DiskKey:           make([]byte, 32), MeasurementSecret: make([]byte, 32), MeasurementSalt: make([]byte, 32),
 		ApiServerEndpoint: "10.0.0.1:6443", BootstrapToken: "abcdef.0123456789abcdef", BootstrapTokenExpiry: time.Now().Add(time.Hour).Unix(),
 		DiscoveryTokenCaCertHashes: []string{"sha256:" + strings.Repeat("ab", 32)},
 		KubeletCertificate:         signFor(t, csr.PublicKey, "system:node:worker-1"),

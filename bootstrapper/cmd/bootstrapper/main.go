@@ -69,6 +69,7 @@ const (
 type flags struct {
 	stateDir          string
 	stateDevice       string
+	integrity         bool
 	oneTimePassphrase string
 	nodeConfig        string
 	cmdline           string
@@ -126,6 +127,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/cloister", "mounted state disk (disk-mapper mounts it)")
 	fs.StringVar(&f.stateDevice, "state-device", "/dev/disk/by-partlabel/cloister-state", "the state disk's LUKS2 device, re-keyed after the lock")
+	fs.BoolVar(&f.integrity, "integrity", false, "the state disk was formatted with dm-integrity (must match disk-mapper's --integrity)")
 	fs.StringVar(&f.oneTimePassphrase, "one-time-passphrase", provision.DefaultOneTimePassphrasePath, "disk-mapper's one-time passphrase of a fresh disk")
 	fs.StringVar(&f.nodeConfig, "node-config", "/etc/cloister/bootstrapper.yaml", "node configuration file (joinEndpoints, role, nodeName); tried after SMBIOS and the kernel command line")
 	fs.StringVar(&f.cmdline, "cmdline", discovery.DefaultCmdlinePath, "kernel command line (cloister.join=, cloister.role=, cloister.node=)")
@@ -219,7 +221,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer closeLatch()
-	disk, err := cryptsetup.Open(f.stateDevice, cryptsetup.FormatOptions{})
+	disk, err := cryptsetup.Open(f.stateDevice, cryptsetup.FormatOptions{Integrity: f.integrity})
 	if err != nil {
 		return fmt.Errorf("opening the state disk's LUKS2 header: %w", err)
 	}

@@ -64,6 +64,9 @@ func CheckTicket(resp *joinv1.IssueJoinTicketResponse, key *ecdsa.PrivateKey, no
 			return nil, bad(f.name, fmt.Sprintf("%d bytes", keys.SecretSize), fmt.Sprintf("%d bytes", len(f.b)))
 		}
 	}
+	if g := resp.GetDiskKeyGeneration(); g < keys.FirstGeneration {
+		return nil, bad("disk_key_generation", fmt.Sprintf(">= %d", keys.FirstGeneration), fmt.Sprint(g))
+	}
 	join := kubeadm.Join{
 		NodeName:          nodeName,
 		APIServerEndpoint: resp.GetApiServerEndpoint(),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bootstrapper/internal/discovery"
+	"github.com/cloister-dev/cloister/internal/keys"
 	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"
 )
 
@@ -54,6 +55,7 @@ func bytes32(b byte) []byte { return []byte(strings.Repeat(string([]byte{b}), 32
 
 func goodTicket(t testing.TB, ca *testCA, key *ecdsa.PrivateKey) *joinv1.IssueJoinTicketResponse {
 	return &joinv1.IssueJoinTicketResponse{
+		DiskKeyGeneration:          keys.FirstGeneration,
 		DiskKey:                    bytes32(1),
 		MeasurementSecret:          bytes32(2),
 		MeasurementSalt:            bytes32(3),
@@ -120,6 +122,9 @@ func TestCheckTicketRefusesMalformed(t *testing.T) {
 		{"certificate DER garbage", "", func(r *joinv1.IssueJoinTicketResponse) {
 			r.KubeletCertificate = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2, 3}})
 		}, "kubelet_certificate"},
+		{"disk key generation 0 (the one-time passphrase's)", "", func(r *joinv1.IssueJoinTicketResponse) {
+			r.DiskKeyGeneration = 0
+		}, "disk_key_generation"},
 		{"two certificates", "", func(r *joinv1.IssueJoinTicketResponse) {
 			r.KubeletCertificate = append(r.KubeletCertificate, r.KubeletCertificate...)
 		}, "kubelet_certificate"},

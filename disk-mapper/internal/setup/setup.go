@@ -329,6 +329,12 @@ func (f *Flow) race(ctx context.Context, checker *unlock.Checker) (*unlock.Candi
 			return checker.Wait(ctx)
 		case <-waitCtx.Done():
 			stopAll()
+			// A key may have won at the same moment: select picks either.
+			select {
+			case <-checker.Won():
+				return checker.Wait(ctx)
+			default:
+			}
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}

@@ -115,7 +115,8 @@ func (p *parser) policy(f *file) *Policy {
 	return pol
 }
 
-var snpProducts = map[string]bool{"Milan": true, "Genoa": true, "Turin": true}
+// snpProducts are the SEV-SNP product lines the snp validator decodes.
+var snpProducts = map[string]bool{"Milan": true, "Genoa": true}
 
 func (p *parser) snp(f *snpFile) *SNP {
 	s := &SNP{}
@@ -142,7 +143,7 @@ func (p *parser) snp(f *snpFile) *SNP {
 	}
 	for i, prod := range f.Products {
 		if !snpProducts[prod] {
-			p.fail(fmt.Sprintf("sev-snp.products[%d]", i), "unknown product %q (known: Milan, Genoa, Turin)", prod)
+			p.fail(fmt.Sprintf("sev-snp.products[%d]", i), "unknown or unsupported product %q (supported: Milan, Genoa)", prod)
 		}
 	}
 	s.Products = f.Products

@@ -67,7 +67,7 @@ type SNP struct {
 	// in the report and in the VCEK.
 	MinimumTCB SNPTCB
 	// Products lists the accepted processor product names ("Milan",
-	// "Genoa", "Turin"). Empty means any product the AMD roots know.
+	// "Genoa"). Empty means any supported product.
 	Products []string
 }
 

@@ -66,8 +66,10 @@ type Validator struct {
 
 var _ attestation.Validator = (*Validator)(nil)
 
-// productLines are the product lines a policy may name.
-func productLines() []string { return []string{"Milan", "Genoa", "Turin"} }
+// productLines are the product lines whose TCB_VERSION layout this package
+// decodes, and so the ones a policy may name. Turin's layout differs (it has
+// an FMC field); it is refused until it is decoded per product line.
+func productLines() []string { return []string{"Milan", "Genoa"} }
 
 // NewValidator returns a Validator that enforces pol.
 func NewValidator(pol *policy.SNP, opts ValidatorOptions) (*Validator, error) {
@@ -219,15 +221,21 @@ func (v *Validator) Validate(ctx context.Context, ev *attestationv1.Evidence, us
 	if warning != "" {
 		warnings = append(warnings, warning)
 	}
-	if err := v.checkTCB(report, exts.TCBVersion); err != nil {
-		return nil, err
-	}
+	// The product line comes before the TCB: the TCB_VERSION layout
+	// differs between product lines, and only Milan's and Genoa's are
+	// decoded here (Turin adds an FMC field and moves the others).
 	line, err := reportProductLine(report, exts, signer.SigningKey)
 	if err != nil {
 		return nil, reject(checkProduct, "", "", err)
 	}
+	if !slices.Contains(productLines(), line) {
+		return nil, reject(checkProduct, strings.Join(productLines(), "|")+" (TCB layouts this version decodes)", line, nil)
+	}
 	if len(v.pol.Products) > 0 && !slices.Contains(v.pol.Products, line) {
 		return nil, reject(checkProduct, strings.Join(v.pol.Products, "|"), line, nil)
+	}
+	if err := v.checkTCB(report, exts.TCBVersion); err != nil {
+		return nil, err
 	}
 	return &attestation.Claims{
 		Variant: attestation.VariantSNP,
