@@ -104,9 +104,14 @@ demo: deps
 image:
 	./hack/image/build.sh
 
-e2e:
-	@echo "make e2e: not yet — the QEMU end-to-end harness arrives with the node image issue." >&2
-	@exit 2
+## e2e: the QEMU end-to-end tests (TCG; minutes, not part of make test yet):
+## the harness's busybox boot, then the scenarios on the node image in
+## .cache/image (skipped, or failed with CI=true, until make image built it).
+E2E_RUN     ?= .
+E2E_TIMEOUT ?= 45m
+e2e: deps image
+	@./hack/e2e-deps.sh
+	CLOISTER_E2E=1 $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./e2e/...
 
 clean:
 	rm -rf $(BIN) .cache

@@ -1,0 +1,31 @@
+package harness
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+// Debian's OVMF (package ovmf) without Secure Boot, 4 MiB flash layout.
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// Firmware is OVMF for one node: the shared read-only code and the node's
+// own copy of the variable store, kept across the node's reboots. With it,
+// the firmware measures the boot into the vTPM (PCR 0-7; the kernel and
+// initrd QEMU passes with -kernel/-initrd into PCR 4 and 9).
+type Firmware struct {
+	Code string
+	Vars string
+}
+
+// NewFirmware copies OVMF's variable store into dir.
+func NewFirmware(t testing.TB, dir string) *Firmware {
+	t.Helper()
+	code := RequireFile(t, ovmfCode, "ovmf")
+	vars := RequireFile(t, ovmfVars, "ovmf")
+	fw := &Firmware{Code: code, Vars: filepath.Join(dir, "OVMF_VARS.fd")}
+	copyFile(t, vars, fw.Vars, 0o644)
+	return fw
+}
