@@ -12,6 +12,9 @@ packages=(
   cpio kmod         # building that initramfs, resolving module dependencies
   gdisk             # sgdisk: GPT state disks labelled cloister-state
   cryptsetup-bin    # luksDump on the host
+  systemd-boot-efi  # linuxx64.efi.stub: a UKI, booted by OVMF from an ESP
+  binutils          # objcopy: assembling that UKI
+  dosfstools mtools # the ESP (FAT) as a file, without mounting (no vfat here)
 )
 
 missing=()

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -13,8 +14,10 @@ type Image struct {
 	Cmdline string
 }
 
-// NodeImage returns the node image. Missing, it fails the test if CI=true
-// and skips it otherwise, naming make image.
+// NodeImage returns a private copy (sparse, reflinked where possible) of
+// the node image, so that a rebuild during a test does not change what its
+// nodes boot. Missing, it fails the test if CI=true and skips it otherwise,
+// naming make image.
 func NodeImage(t testing.TB) Image {
 	t.Helper()
 	dir := filepath.Join(RepoRoot(t), ".cache", "image")
@@ -31,6 +34,15 @@ func NodeImage(t testing.TB) Image {
 			}
 			t.Skipf("node image: %v (run make image)", err)
 		}
+	}
+	cp := RequireTool(t, "cp")
+	snap := t.TempDir()
+	for _, p := range []*string{&img.Vmlinuz, &img.Initrd, &img.Root} {
+		dst := filepath.Join(snap, filepath.Base(*p))
+		if out, err := exec.Command(cp, "--sparse=always", "--reflink=auto", *p, dst).CombinedOutput(); err != nil {
+			t.Fatalf("copying the node image: %v\n%s", err, out)
+		}
+		*p = dst
 	}
 	return img
 }

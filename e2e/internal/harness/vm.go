@@ -27,6 +27,10 @@ type NodeConfig struct {
 	// snapshot=on: the image file is never written, and every boot starts
 	// from the same root.
 	RootDisk string
+	// RootFiles are written into a private copy of RootDisk before the
+	// first boot (absolute path → content), as an operator bakes them into
+	// their image.
+	RootFiles map[string][]byte
 	// StateDiskMiB, if positive, creates a blank state disk of that size
 	// (see NewStateDisk), attached after the root disk and kept across the
 	// node's reboots.
@@ -41,6 +45,11 @@ type NodeConfig struct {
 	// OVMF boots through UEFI firmware, which measures the boot into the
 	// vTPM; without it SeaBIOS boots the kernel directly (nothing measured).
 	OVMF bool
+	// UKI (with OVMF) boots Kernel, Initrd and the command line as one
+	// unified kernel image from an EFI system partition, like a real UEFI
+	// machine, instead of QEMU's -kernel (see NewESP). The ESP is the last
+	// disk.
+	UKI bool
 	// MemoryMiB defaults to 1024; CPUs to 1.
 	MemoryMiB, CPUs int
 	// Timeout bounds every boot of the node; default 10 minutes.
@@ -59,6 +68,8 @@ type Node struct {
 	Firmware *Firmware
 	// StateDisk is the raw state disk image, "" without one.
 	StateDisk string
+	// ESP is the boot disk with the UKI, "" without Config.UKI.
+	ESP string
 
 	ports map[int]int
 	boots int
@@ -94,6 +105,19 @@ func NewNode(t testing.TB, cfg NodeConfig) *Node {
 	}
 	if cfg.OVMF {
 		n.Firmware = NewFirmware(t, dir)
+	}
+	if len(cfg.RootFiles) > 0 {
+		if cfg.RootDisk == "" {
+			t.Fatal("harness: NodeConfig.RootFiles needs RootDisk")
+		}
+		n.Config.RootDisk = customRoot(t, dir, cfg.RootDisk, cfg.RootFiles)
+		cfg = n.Config
+	}
+	if cfg.UKI {
+		if !cfg.OVMF {
+			t.Fatal("harness: NodeConfig.UKI needs OVMF")
+		}
+		n.ESP = NewESP(t, dir, cfg.Kernel, cfg.Initrd, kernelCmdline(cfg))
 	}
 	if cfg.StateDiskMiB > 0 {
 		n.StateDisk = NewStateDisk(t, dir, cfg.StateDiskMiB)
@@ -146,20 +170,27 @@ func (n *Node) Boot(t testing.TB) *VM {
 		"-m", strconv.Itoa(cfg.MemoryMiB), "-smp", strconv.Itoa(cfg.CPUs),
 		"-nographic", "-monitor", "none", "-no-reboot",
 		"-serial", "file:" + filepath.Join(run, "serial.log"),
-		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd,
-		"-append", strings.TrimSpace("console=ttyS0 panic=-1 " + cfg.Cmdline),
+	}
+	if n.ESP == "" {
+		args = append(args, "-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", kernelCmdline(cfg))
 	}
 	netdev := "user,id=n0"
 	for _, gp := range cfg.Forwards {
 		// 127.0.0.1 only: nothing outside this machine reaches the guest.
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", n.ports[gp], gp)
 	}
-	args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0")
+	// romfile= drops iPXE: the firmware never tries a network boot.
+	args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,romfile=")
 	if cfg.RootDisk != "" {
 		args = append(args, "-drive", "file="+qemuEscape(cfg.RootDisk)+",if=virtio,format=raw,snapshot=on")
 	}
 	if n.StateDisk != "" {
 		args = append(args, "-drive", "file="+qemuEscape(n.StateDisk)+",if=virtio,format=raw,cache=unsafe")
+	}
+	if n.ESP != "" {
+		args = append(args,
+			"-drive", "if=none,id=esp,format=raw,snapshot=on,file="+qemuEscape(n.ESP),
+			"-device", "virtio-blk-pci,drive=esp,bootindex=0")
 	}
 	for _, s := range cfg.OEMStrings {
 		args = append(args, "-smbios", "type=11,value="+qemuEscape(s))
@@ -240,6 +271,10 @@ func (vm *VM) tail(n int) string {
 		text = "…" + text[len(text)-n:]
 	}
 	return text
+}
+
+func kernelCmdline(cfg NodeConfig) string {
+	return strings.TrimSpace("console=ttyS0 panic=-1 " + cfg.Cmdline)
 }
 
 // qemuEscape doubles commas, QEMU's option separator, in a value.

@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloister-dev/cloister/e2e/internal/harness"
+	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
+)
+
+const joinServicePort = 9000
+
+// TestInitThenVerify boots a control-plane node, takes a bootstrap policy
+// from its PCRs (UNVERIFIED, trust on first use, as an operator would on a
+// first boot), runs `cloister init` through the forwarded attested port and
+// then `cloister verify --cluster-dir`: the node's cluster-ID latch (PCR 15)
+// must equal the cluster ID init returned. The image's kubeadm is the test
+// double the image names as such.
+func TestInitThenVerify(t *testing.T) {
+	harness.Enabled(t)
+	img := harness.NodeImage(t)
+	cli := buildCLI(t)
+	ca := harness.NewTPMCA(t)
+	config := func(name string, files map[string][]byte) harness.NodeConfig {
+		return harness.NodeConfig{
+			Name:     name,
+			Kernel:   img.Vmlinuz,
+			Initrd:   img.Initrd,
+			RootDisk: img.Root,
+			// The same UKI and OEM strings for both boots: the same PCRs.
+			Cmdline:      img.Cmdline,
+			OEMStrings:   []string{"cloister.role=control-plane", "cloister.node=cp-1"},
+			RootFiles:    files,
+			StateDiskMiB: 512,
+			Forwards:     []int{joinServicePort, attestedPort, statusPort},
+			TPMCA:        ca,
+			OVMF:         true,
+			UKI:          true,
+			MemoryMiB:    2048,
+			Timeout:      10 * time.Minute,
+		}
+	}
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+	clusterDir := filepath.Join(dir, "cluster")
+
+	// 1. A first boot of the image, only to read its PCRs: the bootstrap
+	// policy (UNVERIFIED, trust on first use) that the operator then bakes
+	// into the image with the EK roots the join service needs.
+	measure := harness.NewNode(t, config("measure", nil))
+	// The guest's evidence carries its EK certificate but not the local
+	// CA's intermediate, so the CLI trusts the intermediate as an anchor too.
+	roots := []string{"--tpm-ek-roots=" + ca.RootPEM, "--tpm-ek-roots=" + ca.IssuerPEM}
+	vm := bootUntilWaiting(t, measure)
+	runCLI(t, cli, 2*time.Minute, append([]string{"policy", "from-node", "--node", measure.Addr(attestedPort), "--variant", "tpm", "--pcrs", "0-9", "--policy", pol}, roots...)...)
+	vm.Stop()
+	policyDoc, err := os.ReadFile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rootsPEM []byte
+	for _, f := range []string{ca.RootPEM, ca.IssuerPEM} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rootsPEM = append(rootsPEM, b...)
+	}
+
+	// 2. The control plane: init, then verify its latch.
+	node := harness.NewNode(t, config("cp", map[string][]byte{
+		"/etc/cloister/policy.yaml":              policyDoc,
+		"/etc/cloister/join-service-policy.yaml": policyDoc,
+		"/etc/cloister/trust/tpm-ek-roots.pem":   rootsPEM,
+	}))
+	vm = bootUntilWaiting(t, node)
+	start := time.Now()
+	out := runCLI(t, cli, 8*time.Minute, append([]string{"init", "--node", node.Addr(attestedPort), "--policy", pol, "--cluster-dir", clusterDir}, roots...)...)
+	t.Logf("cloister init took %s (%s after the start of QEMU)", time.Since(start).Round(100*time.Millisecond), time.Since(vm.Started).Round(100*time.Millisecond))
+	idFile, err := os.ReadFile(filepath.Join(clusterDir, "cluster-id"))
+	if err != nil {
+		t.Fatalf("cloister init wrote no cluster ID: %v", err)
+	}
+	clusterID := strings.TrimSpace(string(idFile))
+	if !strings.Contains(out, clusterID) {
+		t.Errorf("cloister init printed %q, want the cluster ID %s", out, clusterID)
+	}
+
+	// After init the bootstrapper is gone; the join service serves the
+	// attested port the CLI verifies through.
+	verify := runCLI(t, cli, 5*time.Minute, append([]string{"verify", "--node", node.Addr(joinServicePort), "--policy", pol, "--cluster-dir", clusterDir}, roots...)...)
+	if !strings.Contains(verify, clusterID) {
+		t.Errorf("cloister verify output does not name the cluster ID %s:\n%s", clusterID, verify)
+	}
+}
+
+// bootUntilWaiting boots node and waits until disk-mapper has formatted its
+// state disk and the bootstrapper waits for init or join (serial markers and
+// status.v1).
+func bootUntilWaiting(t testing.TB, node *harness.Node) *harness.VM {
+	t.Helper()
+	vm := node.Boot(t)
+	vm.Console.FailOn = bootFailures
+	vm.Expect(t, diskReady, 5*time.Minute)
+	vm.Expect(t, bootstrapperWaiting, 2*time.Minute)
+	harness.WaitStatus(t, node.Addr(statusPort), time.Minute, func(r *statusv1.GetResponse) bool {
+		return r.GetComponent() == "bootstrapper" && r.GetPhase() == "waiting-for-init-or-join"
+	})
+	return vm
+}
+
+// buildCLI builds cmd/cloister from this checkout.
+func buildCLI(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cloister")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cli/cmd/cloister")
+	cmd.Dir = harness.RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building cloister: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runCLI runs the CLI and fails t unless it exits 0; it returns stdout.
+func runCLI(t testing.TB, cli string, d time.Duration, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, cli, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("cloister %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args[:min(2, len(args))], " "), err, stdout.Bytes(), stderr.Bytes())
+	}
+	t.Logf("cloister %s: ok", strings.Join(args[:min(2, len(args))], " "))
+	return stdout.String()
+}
