@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -23,9 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +33,7 @@ import (
 	"github.com/cloister-dev/cloister/bootstrapper/internal/initserver"
 	"github.com/cloister-dev/cloister/bootstrapper/internal/nodestate"
 	"github.com/cloister-dev/cloister/bootstrapper/internal/provision"
+	"github.com/cloister-dev/cloister/cli/clitest"
 	"github.com/cloister-dev/cloister/internal/atls"
 	"github.com/cloister-dev/cloister/internal/attestation"
 	"github.com/cloister-dev/cloister/internal/attestation/platform"
@@ -48,81 +46,6 @@ import (
 	initv1 "github.com/cloister-dev/cloister/proto/init/v1"
 	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
-
-// The CLI's exit codes (cli/cmd/cloister/tui.go), as scripts see them.
-const (
-	cliOK          = 0
-	cliRefused     = 3 // attestation failed the policy
-	cliLatch       = 4 // latch is not this cluster's
-	cliNodeRefused = 5 // the node refused the request
-	cliLocal       = 6 // local problem (cluster directory, files)
-)
-
-// cliSecretsFile is the secrets file of a cluster directory
-// (cli/cmd/cloister/clusterdir.go).
-const cliSecretsFile = "cluster-secrets.json"
-
-// buildCLI builds the cloister command of this checkout with the go tool on
-// PATH. Missing, the test fails when CI=true and is skipped elsewhere.
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the go tool is required in CI to build the cloister CLI: %v", err)
-		}
-		t.Skipf("no go tool on PATH to build the cloister CLI: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "cloister")
-	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/cloister-dev/cloister/cli/cmd/cloister").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build cloister: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// cliRun is one finished run of the CLI.
-type cliRun struct {
-	args           []string
-	code           int
-	stdout, stderr string
-}
-
-func (r cliRun) String() string {
-	return "cloister " + strings.Join(r.args, " ") + "\nexit " + strconv.Itoa(r.code) + "\nstdout:\n" + r.stdout + "stderr:\n" + r.stderr
-}
-
-// runCLI runs the CLI binary and returns its exit code and output.
-func runCLI(t *testing.T, bin string, args ...string) cliRun {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	r := cliRun{args: args}
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.Exited():
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("running cloister %v: %v\n%s", args, err, stderr.String())
-	}
-	r.stdout, r.stderr = stdout.String(), stderr.String()
-	return r
-}
-
-// decodeJSON parses the CLI's -o json output.
-func decodeJSON(t *testing.T, r cliRun, v any) {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(r.stdout))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		t.Fatalf("decoding -o json output: %v\n%v", err, r)
-	}
-}
 
 // The CLI's -o json documents, with the field names it documents as stable.
 type (
@@ -214,7 +137,7 @@ func serveGRPC(t *testing.T, g *grpc.Server) string {
 }
 
 func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
-	cli := buildCLI(t)
+	cli := clitest.Build(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	files := t.TempDir()
 
@@ -275,19 +198,19 @@ func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
 	}
 
 	t.Run("status on the plain port shows A waiting", func(t *testing.T) {
-		r := runCLI(t, cli, "status", "--node", statusA, "-o", "json")
+		r := clitest.Run(t, cli, "status", "--node", statusA, "-o", "json")
 		var st cliStatus
-		decodeJSON(t, r, &st)
-		if r.code != cliOK || st.Component != "bootstrapper" || st.Phase != "waiting-for-init-or-join" || st.DiskUUID != a.uuid {
+		clitest.DecodeJSON(t, r, &st)
+		if r.Code != clitest.ExitOK || st.Component != "bootstrapper" || st.Phase != "waiting-for-init-or-join" || st.DiskUUID != a.uuid {
 			t.Fatalf("status %+v, want bootstrapper waiting-for-init-or-join on disk %s\n%v", st, a.uuid, r)
 		}
 	})
 
 	t.Run("verify under the policy pinning A's PCRs", func(t *testing.T) {
-		r := runCLI(t, cli, append([]string{"verify", "--node", addrA, "-o", "json"}, trust...)...)
+		r := clitest.Run(t, cli, append([]string{"verify", "--node", addrA, "-o", "json"}, trust...)...)
 		var v cliVerify
-		decodeJSON(t, r, &v)
-		if r.code != cliOK || !v.Verified || v.Variant != string(attestation.VariantTPM) || v.HardwareID == "" {
+		clitest.DecodeJSON(t, r, &v)
+		if r.Code != clitest.ExitOK || !v.Verified || v.Variant != string(attestation.VariantTPM) || v.HardwareID == "" {
 			t.Fatalf("verify: %+v\n%v", v, r)
 		}
 		for _, i := range []int{0, 7} {
@@ -300,9 +223,9 @@ func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
 			t.Errorf("status over the attested port: %+v", v.Status)
 		}
 		// The text form names the variant and the measurements too.
-		r = runCLI(t, cli, append([]string{"verify", "--node", addrA}, trust...)...)
-		if r.code != cliOK || !strings.Contains(r.stdout, "verified") || !strings.Contains(r.stdout, "tpm") ||
-			!strings.Contains(r.stdout, "pcr[0]") || !strings.Contains(r.stdout, hex.EncodeToString(pcrsA[0])) {
+		r = clitest.Run(t, cli, append([]string{"verify", "--node", addrA}, trust...)...)
+		if r.Code != clitest.ExitOK || !strings.Contains(r.Stdout, "verified") || !strings.Contains(r.Stdout, "tpm") ||
+			!strings.Contains(r.Stdout, "pcr[0]") || !strings.Contains(r.Stdout, hex.EncodeToString(pcrsA[0])) {
 			t.Fatalf("verify (text) does not show the variant and pcr[0]:\n%v", r)
 		}
 	})
@@ -321,24 +244,24 @@ func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				r := runCLI(t, cli, append([]string{"verify", "--node", addrA, "-o", "json"}, tt.trust...)...)
+				r := clitest.Run(t, cli, append([]string{"verify", "--node", addrA, "-o", "json"}, tt.trust...)...)
 				var v cliVerify
-				decodeJSON(t, r, &v)
-				if r.code != cliRefused || v.Verified || v.Failure == nil || v.Failure.Check != tt.wantCheck {
-					t.Fatalf("want exit %d with check %s, got %+v (failure %+v)\n%v", cliRefused, tt.wantCheck, v, v.Failure, r)
+				clitest.DecodeJSON(t, r, &v)
+				if r.Code != clitest.ExitRefused || v.Verified || v.Failure == nil || v.Failure.Check != tt.wantCheck {
+					t.Fatalf("want exit %d with check %s, got %+v (failure %+v)\n%v", clitest.ExitRefused, tt.wantCheck, v, v.Failure, r)
 				}
 				if tt.want != "" && (v.Failure.Want != tt.want || v.Failure.Got != tt.got) {
 					t.Fatalf("failure %+v, want want=%s got=%s", v.Failure, tt.want, tt.got)
 				}
 				// The text form shows the check with want and got on stderr.
-				r = runCLI(t, cli, append([]string{"verify", "--node", addrA}, tt.trust...)...)
-				if r.code != cliRefused || !strings.Contains(r.stderr, "check:   "+tt.wantCheck) {
-					t.Fatalf("want exit %d naming check %s on stderr\n%v", cliRefused, tt.wantCheck, r)
+				r = clitest.Run(t, cli, append([]string{"verify", "--node", addrA}, tt.trust...)...)
+				if r.Code != clitest.ExitRefused || !strings.Contains(r.Stderr, "check:   "+tt.wantCheck) {
+					t.Fatalf("want exit %d naming check %s on stderr\n%v", clitest.ExitRefused, tt.wantCheck, r)
 				}
-				if tt.want != "" && (!strings.Contains(r.stderr, "want:    "+tt.want) || !strings.Contains(r.stderr, "got:     "+tt.got)) {
+				if tt.want != "" && (!strings.Contains(r.Stderr, "want:    "+tt.want) || !strings.Contains(r.Stderr, "got:     "+tt.got)) {
 					t.Fatalf("stderr does not show want %s and got %s\n%v", tt.want, tt.got, r)
 				}
-				t.Logf("stderr:\n%s", r.stderr)
+				t.Logf("stderr:\n%s", r.Stderr)
 				stillFresh(t)
 			})
 		}
@@ -353,22 +276,22 @@ func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
 		}{
 			{name: "policy A fails: nothing generated, nothing sent",
 				args:     []string{"--policy", wrongPolicy, "--tpm-ak-roots", caFile, "--init-secret-file", initSecret},
-				wantCode: cliRefused},
+				wantCode: clitest.ExitRefused},
 			{name: "wrong init secret: A refuses the secrets",
 				args:     append([]string{"--init-secret-file", wrongSecret}, trust...),
-				wantCode: cliNodeRefused, wantSecrets: true},
+				wantCode: clitest.ExitNodeRefused, wantSecrets: true},
 			{name: "no init secret: A refuses the secrets",
 				args:     trust,
-				wantCode: cliNodeRefused, wantSecrets: true},
+				wantCode: clitest.ExitNodeRefused, wantSecrets: true},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				dir := filepath.Join(t.TempDir(), "cluster")
-				r := runCLI(t, cli, append([]string{"init", "--node", addrA, "--cluster-dir", dir, "--timeout", "60s"}, tt.args...)...)
-				if r.code != tt.wantCode || r.stdout != "" {
+				r := clitest.Run(t, cli, append([]string{"init", "--node", addrA, "--cluster-dir", dir, "--timeout", "60s"}, tt.args...)...)
+				if r.Code != tt.wantCode || r.Stdout != "" {
 					t.Fatalf("want exit %d and no cluster ID\n%v", tt.wantCode, r)
 				}
-				_, err := os.Stat(filepath.Join(dir, cliSecretsFile))
+				_, err := os.Stat(filepath.Join(dir, clitest.SecretsFile))
 				if tt.wantSecrets != (err == nil) || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
 					t.Fatalf("secrets file: %v, want present=%v", err, tt.wantSecrets)
 				}
@@ -380,9 +303,9 @@ func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
 	clusterDir := filepath.Join(t.TempDir(), "cluster")
 	var clusterID []byte
 	if !t.Run("init makes A the first control plane", func(t *testing.T) {
-		r := runCLI(t, cli, append([]string{"init", "--node", addrA, "--cluster-dir", clusterDir, "--init-secret-file", initSecret,
+		r := clitest.Run(t, cli, append([]string{"init", "--node", addrA, "--cluster-dir", clusterDir, "--init-secret-file", initSecret,
 			"--name", "demo", "--timeout", "60s"}, trust...)...)
-		if r.code != cliOK {
+		if r.Code != clitest.ExitOK {
 			t.Fatalf("init failed\n%v", r)
 		}
 		select {
@@ -395,7 +318,7 @@ func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
 		}
 
 		// The cluster directory: 0700, secrets 0600 and equal to A's.
-		secretsPath := filepath.Join(clusterDir, cliSecretsFile)
+		secretsPath := filepath.Join(clusterDir, clitest.SecretsFile)
 		for path, want := range map[string]fs.FileMode{clusterDir: 0o700, secretsPath: 0o600} {
 			fi, err := os.Stat(path)
 			if err != nil || fi.Mode().Perm() != want {
@@ -411,7 +334,7 @@ func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
 		if clusterID, err = keys.ClusterID(local.MeasurementSecret, local.MeasurementSalt); err != nil {
 			t.Fatal(err)
 		}
-		if got := strings.TrimSpace(r.stdout); got != hex.EncodeToString(clusterID) {
+		if got := strings.TrimSpace(r.Stdout); got != hex.EncodeToString(clusterID) {
 			t.Fatalf("printed cluster ID %q, want %x", got, clusterID)
 		}
 		kubeconfig, err := os.ReadFile(filepath.Join(clusterDir, "kubeconfig"))
@@ -445,15 +368,15 @@ func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
 	otherDir := filepath.Join(t.TempDir(), "cluster")
 	t.Run("second init is refused", func(t *testing.T) {
 		onA, _ := os.ReadFile(filepath.Join(a.stateDir, provision.ClusterSecretsFile))
-		r := runCLI(t, cli, append([]string{"init", "--node", addrA, "--cluster-dir", otherDir, "--init-secret-file", initSecret, "--timeout", "60s"}, trust...)...)
-		if r.code != cliNodeRefused || r.stdout != "" || !strings.Contains(r.stderr, "node refused") || !strings.Contains(r.stderr, "init path") {
-			t.Fatalf("want exit %d saying A took the init path already\n%v", cliNodeRefused, r)
+		r := clitest.Run(t, cli, append([]string{"init", "--node", addrA, "--cluster-dir", otherDir, "--init-secret-file", initSecret, "--timeout", "60s"}, trust...)...)
+		if r.Code != clitest.ExitNodeRefused || r.Stdout != "" || !strings.Contains(r.Stderr, "node refused") || !strings.Contains(r.Stderr, "init path") {
+			t.Fatalf("want exit %d saying A took the init path already\n%v", clitest.ExitNodeRefused, r)
 		}
-		t.Logf("stderr:\n%s", r.stderr)
+		t.Logf("stderr:\n%s", r.Stderr)
 		// The same directory again is refused locally, before A is contacted.
-		r = runCLI(t, cli, append([]string{"init", "--node", addrA, "--cluster-dir", clusterDir, "--init-secret-file", initSecret}, trust...)...)
-		if r.code != cliLocal || !strings.Contains(r.stderr, "already holds") {
-			t.Fatalf("want exit %d refusing to overwrite the cluster directory\n%v", cliLocal, r)
+		r = clitest.Run(t, cli, append([]string{"init", "--node", addrA, "--cluster-dir", clusterDir, "--init-secret-file", initSecret}, trust...)...)
+		if r.Code != clitest.ExitLocal || !strings.Contains(r.Stderr, "already holds") {
+			t.Fatalf("want exit %d refusing to overwrite the cluster directory\n%v", clitest.ExitLocal, r)
 		}
 		after, _ := os.ReadFile(filepath.Join(a.stateDir, provision.ClusterSecretsFile))
 		if !bytes.Equal(onA, after) || len(a.kubeadm.calls) != 1 || a.store.State().Phase != nodestate.Joined {
@@ -462,33 +385,33 @@ func TestRealCLIAgainstInitServerWithFakeKubeadm(t *testing.T) {
 	})
 
 	t.Run("verify --cluster-dir finds A latched to the cluster", func(t *testing.T) {
-		r := runCLI(t, cli, append([]string{"verify", "--node", addrA, "--cluster-dir", clusterDir, "-o", "json"}, trust...)...)
+		r := clitest.Run(t, cli, append([]string{"verify", "--node", addrA, "--cluster-dir", clusterDir, "-o", "json"}, trust...)...)
 		var v cliVerify
-		decodeJSON(t, r, &v)
+		clitest.DecodeJSON(t, r, &v)
 		l := v.Latch
-		if r.code != cliOK || l == nil || !l.Match || l.Register != "pcr[15]" || l.ClusterID != hex.EncodeToString(clusterID) ||
+		if r.Code != clitest.ExitOK || l == nil || !l.Match || l.Register != "pcr[15]" || l.ClusterID != hex.EncodeToString(clusterID) ||
 			l.Got != hex.EncodeToString(latch.ExpectedTPM(clusterID)) || v.measurement("pcr[15]") != l.Got {
 			t.Fatalf("latch %+v, want pcr[15] at cluster ID %x\n%v", l, clusterID, r)
 		}
 	})
 
 	t.Run("verify --cluster-dir of another cluster exits 4", func(t *testing.T) {
-		r := runCLI(t, cli, append([]string{"verify", "--node", addrA, "--cluster-dir", otherDir, "-o", "json"}, trust...)...)
+		r := clitest.Run(t, cli, append([]string{"verify", "--node", addrA, "--cluster-dir", otherDir, "-o", "json"}, trust...)...)
 		var v cliVerify
-		decodeJSON(t, r, &v)
-		if r.code != cliLatch || v.Latch == nil || v.Latch.Match || v.Latch.Got != hex.EncodeToString(latch.ExpectedTPM(clusterID)) {
-			t.Fatalf("want exit %d with a latch mismatch, got %+v\n%v", cliLatch, v.Latch, r)
+		clitest.DecodeJSON(t, r, &v)
+		if r.Code != clitest.ExitLatch || v.Latch == nil || v.Latch.Match || v.Latch.Got != hex.EncodeToString(latch.ExpectedTPM(clusterID)) {
+			t.Fatalf("want exit %d with a latch mismatch, got %+v\n%v", clitest.ExitLatch, v.Latch, r)
 		}
 	})
 
 	t.Run("status on the plain port shows A joined", func(t *testing.T) {
-		r := runCLI(t, cli, "status", "--node", statusA)
-		if r.code != cliOK || !strings.Contains(r.stdout, "bootstrapper") || !strings.Contains(r.stdout, string(nodestate.Joined)) {
+		r := clitest.Run(t, cli, "status", "--node", statusA)
+		if r.Code != clitest.ExitOK || !strings.Contains(r.Stdout, "bootstrapper") || !strings.Contains(r.Stdout, string(nodestate.Joined)) {
 			t.Fatalf("status does not show A %s\n%v", nodestate.Joined, r)
 		}
-		r = runCLI(t, cli, "status", "--node", statusA, "-o", "json")
+		r = clitest.Run(t, cli, "status", "--node", statusA, "-o", "json")
 		var st cliStatus
-		decodeJSON(t, r, &st)
+		clitest.DecodeJSON(t, r, &st)
 		if st.Phase != string(nodestate.Joined) {
 			t.Fatalf("status phase %q, want %q", st.Phase, nodestate.Joined)
 		}

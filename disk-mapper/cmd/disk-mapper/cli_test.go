@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,6 +31,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/cloister-dev/cloister/cli/clitest"
 	"github.com/cloister-dev/cloister/disk-mapper/internal/recovery"
 	"github.com/cloister-dev/cloister/disk-mapper/internal/rejoin"
 	"github.com/cloister-dev/cloister/disk-mapper/internal/setup"
@@ -47,70 +47,6 @@ import (
 	"github.com/cloister-dev/cloister/internal/status"
 	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
-
-// The CLI's exit codes (cli/cmd/cloister/tui.go), as scripts see them.
-const (
-	cliOK          = 0
-	cliRefused     = 3 // attestation failed the policy
-	cliLatch       = 4 // latch is not this cluster's
-	cliNodeRefused = 5 // the node refused the request
-)
-
-// cliSecretsFile is the secrets file of a cluster directory
-// (cli/cmd/cloister/clusterdir.go).
-const cliSecretsFile = "cluster-secrets.json"
-
-// buildCLI builds the cloister command of this checkout with the go tool on
-// PATH. Missing, the test fails when CI=true and is skipped elsewhere.
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the go tool is required in CI to build the cloister CLI: %v", err)
-		}
-		t.Skipf("no go tool on PATH to build the cloister CLI: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "cloister")
-	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/cloister-dev/cloister/cli/cmd/cloister").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build cloister: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// cliRun is one finished run of the CLI.
-type cliRun struct {
-	args           []string
-	code           int
-	stdout, stderr string
-}
-
-func (r cliRun) String() string {
-	return "cloister " + strings.Join(r.args, " ") + "\nexit " + strconv.Itoa(r.code) + "\nstdout:\n" + r.stdout + "stderr:\n" + r.stderr
-}
-
-// runCLI runs the CLI binary and returns its exit code and output.
-func runCLI(t *testing.T, bin string, args ...string) cliRun {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	r := cliRun{args: args}
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.Exited():
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("running cloister %v: %v\n%s", args, err, stderr.String())
-	}
-	r.stdout, r.stderr = stdout.String(), stderr.String()
-	return r
-}
 
 // fakeMapper is a FAKE device-mapper (the host has none): it checks the key
 // on the real header first, as dm-crypt would refuse a wrong one, and
@@ -232,7 +168,7 @@ func clusterDirWith(t *testing.T, s *keys.ClusterSecrets) string {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := keys.WriteClusterSecrets(filepath.Join(dir, cliSecretsFile), s); err != nil {
+	if err := keys.WriteClusterSecrets(filepath.Join(dir, clitest.SecretsFile), s); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -276,7 +212,7 @@ func deadAddr(t *testing.T) string {
 }
 
 func TestRealCLIRecoverAgainstRecoveryServerWithFakeMapper(t *testing.T) {
-	cli := buildCLI(t)
+	cli := clitest.Build(t)
 	files := t.TempDir()
 
 	// The node: the TPM simulator, AK certificate from a FAKE platform CA.
@@ -398,13 +334,13 @@ func TestRealCLIRecoverAgainstRecoveryServerWithFakeMapper(t *testing.T) {
 	}
 
 	t.Run("status on the plain port shows the disk waiting", func(t *testing.T) {
-		r := runCLI(t, cli, "status", "--node", statusLis.Addr().String(), "-o", "json")
+		r := clitest.Run(t, cli, "status", "--node", statusLis.Addr().String(), "-o", "json")
 		var st struct {
 			Component string `json:"component"`
 			Phase     string `json:"phase"`
 			DiskUUID  string `json:"diskUUID"`
 		}
-		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || r.code != cliOK {
+		if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil || r.Code != clitest.ExitOK {
 			t.Fatalf("status: %v\n%v", err, r)
 		}
 		if st.Component != "disk-mapper" || st.Phase != setup.PhaseWaiting || st.DiskUUID != uuid {
@@ -414,7 +350,7 @@ func TestRealCLIRecoverAgainstRecoveryServerWithFakeMapper(t *testing.T) {
 
 	rightDir := clusterDirWith(t, secrets)
 	t.Run("verify --cluster-dir before recovery: latch not set", func(t *testing.T) {
-		r := runCLI(t, cli, "verify", "--node", recoveryAddr, "--policy", goodPolicy, "--tpm-ak-roots", caFile, "--cluster-dir", rightDir, "-o", "json")
+		r := clitest.Run(t, cli, "verify", "--node", recoveryAddr, "--policy", goodPolicy, "--tpm-ak-roots", caFile, "--cluster-dir", rightDir, "-o", "json")
 		var v struct {
 			Verified bool `json:"verified"`
 			Latch    *struct {
@@ -422,11 +358,11 @@ func TestRealCLIRecoverAgainstRecoveryServerWithFakeMapper(t *testing.T) {
 				Got   string `json:"got"`
 			} `json:"latch"`
 		}
-		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+		if err := json.Unmarshal([]byte(r.Stdout), &v); err != nil {
 			t.Fatalf("verify: %v\n%v", err, r)
 		}
-		if r.code != cliLatch || !v.Verified || v.Latch == nil || v.Latch.Match || v.Latch.Got != hex.EncodeToString(make([]byte, 32)) {
-			t.Fatalf("want exit %d with pcr[15] at reset, got %+v\n%v", cliLatch, v.Latch, r)
+		if r.Code != clitest.ExitLatch || !v.Verified || v.Latch == nil || v.Latch.Match || v.Latch.Got != hex.EncodeToString(make([]byte, 32)) {
+			t.Fatalf("want exit %d with pcr[15] at reset, got %+v\n%v", clitest.ExitLatch, v.Latch, r)
 		}
 		waiting(t)
 	})
@@ -441,28 +377,28 @@ func TestRealCLIRecoverAgainstRecoveryServerWithFakeMapper(t *testing.T) {
 		}{
 			{name: "cluster directory of another cluster: the key does not open the disk",
 				args:     []string{"--disk-uuid", uuid, "--policy", goodPolicy, "--tpm-ak-roots", caFile, "--cluster-dir", clusterDirWith(t, others)},
-				wantCode: cliNodeRefused, keySent: true},
+				wantCode: clitest.ExitNodeRefused, keySent: true},
 			{name: "key derived for another disk UUID",
 				args:     []string{"--disk-uuid", anotherUUID, "--policy", goodPolicy, "--tpm-ak-roots", caFile, "--cluster-dir", rightDir},
-				wantCode: cliNodeRefused, keySent: true},
+				wantCode: clitest.ExitNodeRefused, keySent: true},
 			{name: "pcr[0] pinned to another value: no key sent",
 				args:     []string{"--disk-uuid", uuid, "--policy", wrongPolicy, "--tpm-ak-roots", caFile, "--cluster-dir", rightDir},
-				wantCode: cliRefused},
+				wantCode: clitest.ExitRefused},
 			{name: "AK certificate from an untrusted platform CA: no key sent",
 				args:     []string{"--disk-uuid", uuid, "--policy", goodPolicy, "--tpm-ak-roots", otherCAFile, "--cluster-dir", rightDir},
-				wantCode: cliRefused},
+				wantCode: clitest.ExitRefused},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				refusedBefore := logs.count(t, "recovery key refused")
-				r := runCLI(t, cli, append([]string{"recover", "--node", recoveryAddr}, tt.args...)...)
-				if r.code != tt.wantCode || r.stdout != "" {
+				r := clitest.Run(t, cli, append([]string{"recover", "--node", recoveryAddr}, tt.args...)...)
+				if r.Code != tt.wantCode || r.Stdout != "" {
 					t.Fatalf("want exit %d and no disk UUID on stdout\n%v", tt.wantCode, r)
 				}
 				if sent := logs.count(t, "recovery key refused") > refusedBefore; sent != tt.keySent {
 					t.Fatalf("the node received a key: %v, want %v", sent, tt.keySent)
 				}
-				t.Logf("stderr:\n%s", r.stderr)
+				t.Logf("stderr:\n%s", r.Stderr)
 				waiting(t)
 			})
 		}
@@ -472,8 +408,8 @@ func TestRealCLIRecoverAgainstRecoveryServerWithFakeMapper(t *testing.T) {
 	})
 
 	t.Run("recover with the cluster's directory opens the disk", func(t *testing.T) {
-		r := runCLI(t, cli, "recover", "--node", recoveryAddr, "--disk-uuid", uuid, "--policy", goodPolicy, "--tpm-ak-roots", caFile, "--cluster-dir", rightDir)
-		if r.code != cliOK || strings.TrimSpace(r.stdout) != uuid {
+		r := clitest.Run(t, cli, "recover", "--node", recoveryAddr, "--disk-uuid", uuid, "--policy", goodPolicy, "--tpm-ak-roots", caFile, "--cluster-dir", rightDir)
+		if r.Code != clitest.ExitOK || strings.TrimSpace(r.Stdout) != uuid {
 			t.Fatalf("want exit 0 printing disk %s\n%v", uuid, r)
 		}
 		select {
