@@ -12,7 +12,7 @@
 # Outputs in $IMAGE_OUT (default .cache/image): vmlinuz, initrd.img, root.img
 # and manifest.txt (hashes of every input and output, package versions).
 # Reruns are skipped while the inputs hash the same; FORCE=1 rebuilds.
-# Reproducibility: SOURCE_DATE_EPOCH (HEAD's commit time unless set), fixed
+# Reproducibility: SOURCE_DATE_EPOCH (the last commit touching image/ or hack/image/ unless set), fixed
 # file system UUID and hash seed, all times clamped; see image/README.md for
 # what still varies.
 set -euo pipefail
@@ -26,7 +26,9 @@ GO=${GO:-go}
 ROOT_UUID=c10157e2-0000-4000-8000-000000000001
 ROOT_LABEL=cloister-root
 
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct)}
+# The last change to the image definition, so that commits elsewhere do not
+# move every timestamp in the image.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct -- image hack/image)}
 export TZ=UTC LC_ALL=C.UTF-8
 
 step_start=$SECONDS
