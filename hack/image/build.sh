@@ -56,6 +56,17 @@ install -m 0644 "$root/image/disk-mapper.service" "$extra/usr/lib/systemd/system
 install -m 0644 "$root/image/bootstrapper.service" "$extra/usr/lib/systemd/system/cloister-bootstrapper.service"
 install -m 0644 "$root/image/joinservice.service" "$extra/usr/lib/systemd/system/joinservice.service"
 install -m 0644 "$root/image/joinservice.yaml" "$extra/etc/cloister/joinservice.yaml"
+# TPM manufacturer roots: this test image trusts swtpm's local CA (the one
+# swtpm_setup --create-ek-cert signs EK certificates with on this machine).
+# A production image ships the vendors' roots here instead.
+localca=/var/lib/swtpm-localca
+if [ ! -f "$localca/swtpm-localca-rootca-cert.pem" ]; then
+	tpmtmp=$(mktemp -d)
+	swtpm_setup --tpm2 --tpmstate "$tpmtmp" --create-ek-cert >/dev/null
+	rm -rf "$tpmtmp"
+fi
+mkdir -p "$extra/etc/cloister/trust"
+cat "$localca/swtpm-localca-rootca-cert.pem" "$localca/issuercert.pem" >"$extra/etc/cloister/trust/tpm-ek-roots.pem"
 
 # Inputs: what decides the image's bytes (apart from Debian's archive, whose
 # package versions the manifest lists after the build).

@@ -45,6 +45,8 @@ qemu-img create -q -f qcow2 -F raw -b "$img/root.img" "$dir/root.qcow2"
 truncate -s 1G "$dir/state.img"
 sgdisk -o -n 1:0:+1020M -c 1:cloister-state "$dir/state.img" >/dev/null
 cp /usr/share/OVMF/OVMF_VARS_4M.fd "$dir/OVMF_VARS.fd"
+# Configuration through the image's fw_cfg test hook (no join services here).
+printf '# from the host via fw_cfg\njoinEndpoints: []\n' >"$dir/node.yaml"
 
 # vTPM with EK certificates, as a cloud's vTPM has.
 mkdir -p "$dir/tpm"
@@ -62,6 +64,7 @@ timeout "$timeout_s" qemu-system-x86_64 -accel tcg -machine q35 -m 2048 -smp 1 \
 	-drive if=virtio,format=qcow2,file="$dir/root.qcow2" \
 	-drive if=virtio,format=raw,file="$dir/state.img" \
 	-chardev socket,id=chrtpm,path="$dir/swtpm.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-crb,tpmdev=tpm0 \
+	-fw_cfg name=opt/cloister/node.yaml,file="$dir/node.yaml" \
 	-netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$status_port"-:9101 -device virtio-net-pci,netdev=n0 \
 	</dev/null >"$dir/qemu.log" 2>&1 &
 qemu_pid=$!
@@ -86,6 +89,7 @@ wait_marker() { # name regex
 
 wait_marker "kernel" 'Linux version'
 wait_marker "systemd" 'systemd\[1\]: systemd [0-9]+ running|Welcome to'
+wait_marker "fw_cfg test hook" 'CLOISTER-MARKER fwcfg-config node.yaml'
 wait_marker "disk-mapper found the disk" '"msg":"found state disk"'
 wait_marker "disk-mapper formatted+opened" '"msg":"state disk ready".*"formatted":true'
 wait_marker "bootstrapper waiting for init or join" 'CLOISTER-MARKER bootstrapper-started .*waiting-for-init-or-join'
