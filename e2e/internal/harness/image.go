@@ -7,6 +7,10 @@ import (
 	"testing"
 )
 
+// ImageDirEnv names another directory with vmlinuz, initrd.img and
+// root.img than .cache/image.
+const ImageDirEnv = "CLOISTER_E2E_IMAGE"
+
 // Image is the node image make image builds into .cache/image.
 type Image struct {
 	Vmlinuz, Initrd, Root string
@@ -20,7 +24,10 @@ type Image struct {
 // naming make image.
 func NodeImage(t testing.TB) Image {
 	t.Helper()
-	dir := filepath.Join(RepoRoot(t), ".cache", "image")
+	dir := os.Getenv(ImageDirEnv)
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(t), ".cache", "image")
+	}
 	img := Image{
 		Vmlinuz: filepath.Join(dir, "vmlinuz"),
 		Initrd:  filepath.Join(dir, "initrd.img"),

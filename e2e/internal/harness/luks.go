@@ -20,6 +20,9 @@ type LUKSMetadata struct {
 	} `json:"keyslots"`
 	Tokens map[string]struct {
 		Type string `json:"type"`
+		// Keyed and Generation are fields of Cloister's token.
+		Keyed      bool   `json:"keyed"`
+		Generation uint32 `json:"generation"`
 	} `json:"tokens"`
 	Segments map[string]struct {
 		Type       string `json:"type"`

@@ -45,11 +45,11 @@ type NodeConfig struct {
 	// OVMF boots through UEFI firmware, which measures the boot into the
 	// vTPM; without it SeaBIOS boots the kernel directly (nothing measured).
 	OVMF bool
-	// UKI (with OVMF) boots Kernel, Initrd and the command line as one
-	// unified kernel image from an EFI system partition, like a real UEFI
-	// machine, instead of QEMU's -kernel (see NewESP). The ESP is the last
-	// disk.
-	UKI bool
+	// ESP (with OVMF) is a boot disk NewESP made: the firmware boots its
+	// unified kernel image like a real UEFI machine, instead of QEMU's
+	// -kernel; Kernel, Initrd and Cmdline are then unused. Nodes that share
+	// an ESP have the same boot measurements. It is the last disk.
+	ESP string
 	// MemoryMiB defaults to 1024; CPUs to 1.
 	MemoryMiB, CPUs int
 	// Timeout bounds every boot of the node; default 10 minutes.
@@ -68,8 +68,6 @@ type Node struct {
 	Firmware *Firmware
 	// StateDisk is the raw state disk image, "" without one.
 	StateDisk string
-	// ESP is the boot disk with the UKI, "" without Config.UKI.
-	ESP string
 
 	ports map[int]int
 	boots int
@@ -82,8 +80,11 @@ func NewNode(t testing.TB, cfg NodeConfig) *Node {
 	if cfg.Name == "" || strings.ContainsAny(cfg.Name, "/ ") {
 		t.Fatalf("harness: NodeConfig.Name %q: want a non-empty name without / or spaces", cfg.Name)
 	}
-	if cfg.Kernel == "" || cfg.Initrd == "" {
-		t.Fatal("harness: NodeConfig.Kernel and Initrd are required")
+	if cfg.ESP == "" && (cfg.Kernel == "" || cfg.Initrd == "") {
+		t.Fatal("harness: NodeConfig.Kernel and Initrd are required without ESP")
+	}
+	if cfg.ESP != "" && !cfg.OVMF {
+		t.Fatal("harness: NodeConfig.ESP needs OVMF")
 	}
 	if cfg.MemoryMiB == 0 {
 		cfg.MemoryMiB = 1024
@@ -112,12 +113,6 @@ func NewNode(t testing.TB, cfg NodeConfig) *Node {
 		}
 		n.Config.RootDisk = customRoot(t, dir, cfg.RootDisk, cfg.RootFiles)
 		cfg = n.Config
-	}
-	if cfg.UKI {
-		if !cfg.OVMF {
-			t.Fatal("harness: NodeConfig.UKI needs OVMF")
-		}
-		n.ESP = NewESP(t, dir, cfg.Kernel, cfg.Initrd, kernelCmdline(cfg))
 	}
 	if cfg.StateDiskMiB > 0 {
 		n.StateDisk = NewStateDisk(t, dir, cfg.StateDiskMiB)
@@ -171,7 +166,7 @@ func (n *Node) Boot(t testing.TB) *VM {
 		"-nographic", "-monitor", "none", "-no-reboot",
 		"-serial", "file:" + filepath.Join(run, "serial.log"),
 	}
-	if n.ESP == "" {
+	if cfg.ESP == "" {
 		args = append(args, "-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", kernelCmdline(cfg))
 	}
 	netdev := "user,id=n0"
@@ -187,9 +182,9 @@ func (n *Node) Boot(t testing.TB) *VM {
 	if n.StateDisk != "" {
 		args = append(args, "-drive", "file="+qemuEscape(n.StateDisk)+",if=virtio,format=raw,cache=unsafe")
 	}
-	if n.ESP != "" {
+	if cfg.ESP != "" {
 		args = append(args,
-			"-drive", "if=none,id=esp,format=raw,snapshot=on,file="+qemuEscape(n.ESP),
+			"-drive", "if=none,id=esp,format=raw,snapshot=on,file="+qemuEscape(cfg.ESP),
 			"-device", "virtio-blk-pci,drive=esp,bootindex=0")
 	}
 	for _, s := range cfg.OEMStrings {
@@ -273,8 +268,12 @@ func (vm *VM) tail(n int) string {
 	return text
 }
 
-func kernelCmdline(cfg NodeConfig) string {
-	return strings.TrimSpace("console=ttyS0 panic=-1 " + cfg.Cmdline)
+func kernelCmdline(cfg NodeConfig) string { return KernelCmdline(cfg.Cmdline) }
+
+// KernelCmdline is extra appended to what every node needs (serial
+// console, no reboot on panic).
+func KernelCmdline(extra string) string {
+	return strings.TrimSpace("console=ttyS0 panic=-1 " + extra)
 }
 
 // qemuEscape doubles commas, QEMU's option separator, in a value.
