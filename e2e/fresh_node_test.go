@@ -84,6 +84,8 @@ func TestFreshNodeFormatsItsStateDisk(t *testing.T) {
 	}
 	if tok, ok := md.Tokens["0"]; !ok || tok.Type != "cloister-state" || len(md.Tokens) != 1 {
 		t.Errorf("LUKS2 tokens: want exactly token 0 of type cloister-state, got %+v", md.Tokens)
+	} else if tok.Keyed || tok.Generation != 0 {
+		t.Errorf("fresh disk's token: want not keyed, generation 0 (one-time passphrase), got %+v", tok)
 	}
 	if len(md.Keyslots) != 1 {
 		t.Errorf("LUKS2 keyslots: want exactly one (the one-time passphrase), got %d", len(md.Keyslots))
