@@ -24,62 +24,9 @@ const joinServicePort = 9000
 // must equal the cluster ID init returned. The image's kubeadm is the test
 // double the image names as such.
 func TestInitThenVerify(t *testing.T) {
-	harness.Enabled(t)
-	img := harness.NodeImage(t)
-	cli := buildCLI(t)
-	ca := harness.NewTPMCA(t)
-	// One boot disk for both boots: the same measurements.
-	esp := harness.NewESP(t, t.TempDir(), img.Vmlinuz, img.Initrd, harness.KernelCmdline(img.Cmdline))
-	config := func(name string, files map[string][]byte) harness.NodeConfig {
-		return harness.NodeConfig{
-			Name:     name,
-			ESP:      esp,
-			RootDisk: img.Root,
-			// The same OEM strings for both boots: the same PCRs.
-			OEMStrings:   []string{"cloister.role=control-plane", "cloister.node=cp-1"},
-			RootFiles:    files,
-			StateDiskMiB: 512,
-			Forwards:     []int{joinServicePort, attestedPort, statusPort},
-			TPMCA:        ca,
-			OVMF:         true,
-			MemoryMiB:    2048,
-			Timeout:      10 * time.Minute,
-		}
-	}
-	dir := t.TempDir()
-	pol := filepath.Join(dir, "policy.yaml")
-	clusterDir := filepath.Join(dir, "cluster")
-
-	// 1. A first boot of the image, only to read its PCRs: the bootstrap
-	// policy (UNVERIFIED, trust on first use) that the operator then bakes
-	// into the image with the EK roots the join service needs.
-	measure := harness.NewNode(t, config("measure", nil))
-	// The guest's evidence carries its EK certificate but not the local
-	// CA's intermediate, so the CLI trusts the intermediate as an anchor too.
-	roots := []string{"--tpm-ek-roots=" + ca.RootPEM, "--tpm-ek-roots=" + ca.IssuerPEM}
-	vm := bootUntilWaiting(t, measure)
-	runCLI(t, cli, 2*time.Minute, append([]string{"policy", "from-node", "--node", measure.Addr(attestedPort), "--variant", "tpm", "--pcrs", "0-9", "--policy", pol}, roots...)...)
-	vm.Stop()
-	policyDoc, err := os.ReadFile(pol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rootsPEM []byte
-	for _, f := range []string{ca.RootPEM, ca.IssuerPEM} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rootsPEM = append(rootsPEM, b...)
-	}
-
-	// 2. The control plane: init, then verify its latch.
-	node := harness.NewNode(t, config("cp", map[string][]byte{
-		"/etc/cloister/policy.yaml":              policyDoc,
-		"/etc/cloister/join-service-policy.yaml": policyDoc,
-		"/etc/cloister/trust/tpm-ek-roots.pem":   rootsPEM,
-	}))
-	vm = bootUntilWaiting(t, node)
+	cp := newControlPlane(t, nil)
+	cli, node, pol, clusterDir, roots := cp.cli, cp.node, cp.policy, cp.clusterDir, cp.roots
+	vm := bootUntilWaiting(t, node)
 	start := time.Now()
 	out, stderr, err := cliResult(cli, 8*time.Minute, append([]string{"init", "--node", node.Addr(attestedPort), "--policy", pol, "--cluster-dir", clusterDir}, roots...)...)
 	t.Logf("cloister init took %s (%s after the start of QEMU)", time.Since(start).Round(100*time.Millisecond), time.Since(vm.Started).Round(100*time.Millisecond))
@@ -132,6 +79,89 @@ func TestInitThenVerify(t *testing.T) {
 	verify := runCLI(t, cli, 5*time.Minute, append([]string{"verify", "--node", node.Addr(joinServicePort), "--policy", pol, "--cluster-dir", clusterDir}, roots...)...)
 	if !strings.Contains(verify, clusterID) {
 		t.Errorf("cloister verify output does not name the cluster ID %s:\n%s", clusterID, verify)
+	}
+}
+
+// controlPlane is a control-plane node ready for `cloister init`, with what
+// the operator's CLI needs to talk to it.
+type controlPlane struct {
+	cli string
+	// node has a fresh state disk; it has not booted yet.
+	node *harness.Node
+	// policy is the bootstrap policy file (PCRs 0-9 of a first boot).
+	policy string
+	// roots are the CLI's --tpm-ek-roots flags for the node's vTPM.
+	roots []string
+	// clusterDir is where `cloister init` is to write the cluster's files.
+	clusterDir string
+}
+
+// newControlPlane boots the image once on its own node to read its PCRs:
+// the bootstrap policy (UNVERIFIED, trust on first use) that the operator
+// then bakes into the image with the EK roots the join service needs. It
+// returns a second, not yet booted node of the same image with those files
+// and extraFiles baked in. Both nodes boot the same UKI disk with the same
+// OEM strings: the same measurements.
+func newControlPlane(t *testing.T, extraFiles map[string][]byte) *controlPlane {
+	t.Helper()
+	harness.Enabled(t)
+	img := harness.NodeImage(t)
+	cli := buildCLI(t)
+	ca := harness.NewTPMCA(t)
+	// One boot disk for both boots: the same measurements.
+	esp := harness.NewESP(t, t.TempDir(), img.Vmlinuz, img.Initrd, harness.KernelCmdline(img.Cmdline))
+	config := func(name string, files map[string][]byte) harness.NodeConfig {
+		return harness.NodeConfig{
+			Name:     name,
+			ESP:      esp,
+			RootDisk: img.Root,
+			// The same OEM strings for both boots: the same PCRs.
+			OEMStrings:   []string{"cloister.role=control-plane", "cloister.node=cp-1"},
+			RootFiles:    files,
+			StateDiskMiB: 512,
+			Forwards:     []int{joinServicePort, attestedPort, statusPort},
+			TPMCA:        ca,
+			OVMF:         true,
+			MemoryMiB:    2048,
+			Timeout:      10 * time.Minute,
+		}
+	}
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+
+	measure := harness.NewNode(t, config("measure", nil))
+	// The guest's evidence carries its EK certificate but not the local
+	// CA's intermediate, so the CLI trusts the intermediate as an anchor too.
+	roots := []string{"--tpm-ek-roots=" + ca.RootPEM, "--tpm-ek-roots=" + ca.IssuerPEM}
+	vm := bootUntilWaiting(t, measure)
+	runCLI(t, cli, 2*time.Minute, append([]string{"policy", "from-node", "--node", measure.Addr(attestedPort), "--variant", "tpm", "--pcrs", "0-9", "--policy", pol}, roots...)...)
+	vm.Stop()
+	policyDoc, err := os.ReadFile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rootsPEM []byte
+	for _, f := range []string{ca.RootPEM, ca.IssuerPEM} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rootsPEM = append(rootsPEM, b...)
+	}
+	files := map[string][]byte{
+		"/etc/cloister/policy.yaml":              policyDoc,
+		"/etc/cloister/join-service-policy.yaml": policyDoc,
+		"/etc/cloister/trust/tpm-ek-roots.pem":   rootsPEM,
+	}
+	for name, b := range extraFiles {
+		files[name] = b
+	}
+	return &controlPlane{
+		cli:        cli,
+		node:       harness.NewNode(t, config("cp", files)),
+		policy:     pol,
+		roots:      roots,
+		clusterDir: filepath.Join(dir, "cluster"),
 	}
 }
 
