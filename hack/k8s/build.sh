@@ -6,8 +6,8 @@ set -euo pipefail
 cmd=$1 version=$2 out=$(realpath -m "$3")
 minor=${version#v*.}; minor=${minor%%.*}
 major=${version#v}; major=${major%%.*}
-date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-ldflags="-s -w"
+date=$(date -u -d "@${SOURCE_DATE_EPOCH:-0}" +%Y-%m-%dT%H:%M:%SZ)
+ldflags="-s -w -buildid="
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
