@@ -155,6 +155,10 @@ func (s *Server) check(req *initv1.InitRequest) (*provision.InitInputs, error) {
 			return nil, status.Errorf(codes.InvalidArgument, "%s: want %d bytes, got %d", f.name, keys.SecretSize, len(f.b))
 		}
 	}
+	endpoint := s.opts.ControlPlaneEndpoint
+	if ep := req.GetControlPlaneEndpoint(); ep != "" {
+		endpoint = ep
+	}
 	certKey := make([]byte, 32)
 	if _, err := io.ReadFull(s.opts.Rand, certKey); err != nil {
 		return nil, status.Errorf(codes.Internal, "drawing the certificate key: %v", err)
@@ -164,7 +168,7 @@ func (s *Server) check(req *initv1.InitRequest) (*provision.InitInputs, error) {
 		ClusterName:          req.GetClusterName(),
 		KubernetesVersion:    req.GetKubernetesVersion(),
 		CertificateKey:       hex.EncodeToString(certKey),
-		ControlPlaneEndpoint: s.opts.ControlPlaneEndpoint,
+		ControlPlaneEndpoint: endpoint,
 	}
 	if err := kc.Validate(); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)

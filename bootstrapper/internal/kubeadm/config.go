@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strconv"
 
@@ -62,6 +63,12 @@ type (
 		Discovery        discovery         `json:"discovery"`
 		NodeRegistration nodeRegistration  `json:"nodeRegistration"`
 		ControlPlane     *joinControlPlane `json:"controlPlane,omitempty"`
+		Timeouts         timeouts          `json:"timeouts"`
+	}
+	timeouts struct {
+		ControlPlaneComponentHealthCheck string `json:"controlPlaneComponentHealthCheck,omitempty"`
+		KubeletHealthCheck               string `json:"kubeletHealthCheck"`
+		TLSBootstrap                     string `json:"tlsBootstrap,omitempty"`
 	}
 	discovery struct {
 		BootstrapToken    bootstrapTokenDiscovery `json:"bootstrapToken"`
@@ -73,7 +80,8 @@ type (
 		CACertHashes      []string `json:"caCertHashes"`
 	}
 	nodeRegistration struct {
-		Name string `json:"name"`
+		Name                  string   `json:"name"`
+		IgnorePreflightErrors []string `json:"ignorePreflightErrors,omitempty"`
 	}
 	joinControlPlane struct {
 		CertificateKey string `json:"certificateKey"`
@@ -84,6 +92,8 @@ type (
 		BootstrapTokens  []bootstrapToken `json:"bootstrapTokens"`
 		NodeRegistration nodeRegistration `json:"nodeRegistration"`
 		CertificateKey   string           `json:"certificateKey"`
+		SkipPhases       []string         `json:"skipPhases"`
+		Timeouts         timeouts         `json:"timeouts"`
 	}
 	bootstrapToken struct {
 		Description string   `json:"description"`
@@ -151,6 +161,63 @@ func (i Init) Validate() error {
 	return errors.Join(errs...)
 }
 
+// SkippedInitPhases are the kubeadm init phases a Cloister node leaves out:
+// the kube-proxy and CoreDNS add-ons would make every node pull images from
+// a registry, and nodes register and become Ready without them. A cluster
+// that needs Services installs its own proxy and DNS from images it trusts.
+var SkippedInitPhases = []string{"addon/kube-proxy", "addon/coredns"}
+
+// slowStart bounds kubeadm's waits for kubelet and the control plane. A
+// failed kubeadm is terminal for a node (it is never run twice), so waiting
+// longer than kubeadm's 4 minutes on a slow machine beats failing.
+const slowStart = "10m0s"
+
+// PreflightKubeletConf is kubeadm join's preflight check that refuses an
+// existing /etc/kubernetes/kubelet.conf.
+const PreflightKubeletConf = "FileAvailable--etc-kubernetes-kubelet.conf"
+
+// KubeletKubeconfig returns the kubelet's kubeconfig for a joining node:
+// the API server at endpoint, verified with the cluster CA in caFile, and
+// the client certificate and key in certFile (one PEM file, as kubelet's
+// certificate store keeps them). kubelet finds it valid at its first start
+// and does not run a TLS bootstrap of its own.
+func KubeletKubeconfig(nodeName, endpoint, caFile, certFile string) ([]byte, error) {
+	var errs []error
+	if err := CheckNodeName(nodeName); err != nil {
+		errs = append(errs, fmt.Errorf("node name: %w", err))
+	}
+	if err := CheckEndpoint(endpoint); err != nil {
+		errs = append(errs, fmt.Errorf("API server endpoint: %w", err))
+	}
+	for _, f := range []struct{ name, path string }{{"CA file", caFile}, {"certificate file", certFile}} {
+		if !filepath.IsAbs(f.path) {
+			errs = append(errs, fmt.Errorf("%s: want an absolute path, got %q", f.name, short(f.path)))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("kubeadm: kubelet kubeconfig: %w", err)
+	}
+	user := "system:node:" + nodeName
+	doc := map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Config",
+		"clusters": []map[string]any{{
+			"name":    "default-cluster",
+			"cluster": map[string]string{"server": "https://" + endpoint, "certificate-authority": caFile},
+		}},
+		"users": []map[string]any{{
+			"name": user,
+			"user": map[string]string{"client-certificate": certFile, "client-key": certFile},
+		}},
+		"contexts": []map[string]any{{
+			"name":    "default-context",
+			"context": map[string]string{"cluster": "default-cluster", "user": user, "namespace": "default"},
+		}},
+		"current-context": "default-context",
+	}
+	return yaml.Marshal(doc)
+}
+
 // JoinConfiguration returns the JoinConfiguration document for j.
 func JoinConfiguration(j Join) ([]byte, error) {
 	if err := j.Validate(); err != nil {
@@ -167,7 +234,11 @@ func JoinConfiguration(j Join) ([]byte, error) {
 			},
 			TLSBootstrapToken: j.Token,
 		},
-		NodeRegistration: nodeRegistration{Name: j.NodeName},
+		// The bootstrapper puts kubelet.conf in place before the join, with
+		// the client certificate the join service issued after attestation
+		// (KubeletKubeconfig); kubeadm's preflight would refuse the file.
+		NodeRegistration: nodeRegistration{Name: j.NodeName, IgnorePreflightErrors: []string{PreflightKubeletConf}},
+		Timeouts:         timeouts{KubeletHealthCheck: slowStart, TLSBootstrap: slowStart},
 	}
 	if j.CertificateKey != "" {
 		doc.ControlPlane = &joinControlPlane{CertificateKey: j.CertificateKey}
@@ -195,6 +266,8 @@ func InitConfiguration(i Init) ([]byte, error) {
 		}},
 		NodeRegistration: nodeRegistration{Name: i.NodeName},
 		CertificateKey:   i.CertificateKey,
+		SkipPhases:       SkippedInitPhases,
+		Timeouts:         timeouts{ControlPlaneComponentHealthCheck: slowStart, KubeletHealthCheck: slowStart},
 	})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
 )
 
 const hash = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -136,5 +139,61 @@ func TestRunnerErrorHidesOutput(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "abcdef.0123456789abcdef") {
 		t.Fatalf("output not captured: %q", out.String())
+	}
+}
+
+func TestKubeletKubeconfigLoadsWithClientGo(t *testing.T) {
+	b, err := KubeletKubeconfig("worker-1", "10.0.2.2:6443", "/etc/kubernetes/pki/ca.crt", "/var/lib/kubelet/pki/kubelet-client-current.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load(b)
+	if err != nil {
+		t.Fatalf("client-go cannot load the kubelet kubeconfig: %v\n%s", err, b)
+	}
+	ctx := cfg.Contexts[cfg.CurrentContext]
+	if ctx == nil {
+		t.Fatalf("no current context in\n%s", b)
+	}
+	cl, user := cfg.Clusters[ctx.Cluster], cfg.AuthInfos[ctx.AuthInfo]
+	if cl == nil || user == nil {
+		t.Fatalf("context %+v names a missing cluster or user in\n%s", ctx, b)
+	}
+	if cl.Server != "https://10.0.2.2:6443" || cl.CertificateAuthority != "/etc/kubernetes/pki/ca.crt" || cl.InsecureSkipTLSVerify {
+		t.Errorf("cluster: got server %q, CA %q, insecure %v", cl.Server, cl.CertificateAuthority, cl.InsecureSkipTLSVerify)
+	}
+	if ctx.AuthInfo != "system:node:worker-1" || user.ClientCertificate != "/var/lib/kubelet/pki/kubelet-client-current.pem" || user.ClientKey != user.ClientCertificate || user.Token != "" {
+		t.Errorf("user %q: cert %q key %q token set %v", ctx.AuthInfo, user.ClientCertificate, user.ClientKey, user.Token != "")
+	}
+}
+
+func TestKubeletKubeconfigRefusesBadInputs(t *testing.T) {
+	for name, args := range map[string][4]string{
+		"node name":     {"Worker_1", "10.0.2.2:6443", "/ca.crt", "/cert.pem"},
+		"endpoint":      {"worker-1", "10.0.2.2", "/ca.crt", "/cert.pem"},
+		"relative CA":   {"worker-1", "10.0.2.2:6443", "ca.crt", "/cert.pem"},
+		"relative cert": {"worker-1", "10.0.2.2:6443", "/ca.crt", "cert.pem"},
+	} {
+		if _, err := KubeletKubeconfig(args[0], args[1], args[2], args[3]); err == nil || !strings.Contains(err.Error(), strings.Fields(name)[len(strings.Fields(name))-1]) {
+			t.Errorf("%s: got %v, want an error naming it", name, err)
+		}
+	}
+}
+
+func TestJoinConfigurationIgnoresOnlyThePlacedKubeletConf(t *testing.T) {
+	b, err := JoinConfiguration(Join{NodeName: "worker-1", APIServerEndpoint: "10.0.2.2:6443", Token: "abcdef.0123456789abcdef", CACertHashes: []string{"sha256:" + strings.Repeat("ab", 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		NodeRegistration struct {
+			IgnorePreflightErrors []string `json:"ignorePreflightErrors"`
+		} `json:"nodeRegistration"`
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if got := doc.NodeRegistration.IgnorePreflightErrors; len(got) != 1 || got[0] != PreflightKubeletConf {
+		t.Errorf("ignorePreflightErrors = %q, want exactly [%s]", got, PreflightKubeletConf)
 	}
 }

@@ -36,9 +36,10 @@
 //     in the same place;
 //   - kubeadm is not idempotent (a second join double-counts the node), so
 //     KubeadmStarted is persisted before kubeadm runs, and kubeadm runs once:
-//     a restart that finds KubeadmStarted checks kubeadm's result file
-//     (kubelet.conf for join, admin.conf for init) and goes on if it exists,
-//     and fails otherwise; a failed kubeadm is not retried;
+//     a restart that finds KubeadmStarted goes on only if kubeadm recorded
+//     its success (kubeadm writes kubelet.conf and admin.conf early, so
+//     they prove nothing), and fails otherwise; a failed kubeadm is not
+//     retried;
 //   - with Options.ResetOnFailure, entering Failed also runs `kubeadm reset
 //     -f` and reboots the machine (both through interfaces).
 //

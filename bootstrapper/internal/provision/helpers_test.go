@@ -57,6 +57,11 @@ func (k *fakeKubeadm) Join(_ context.Context, configPath string) error {
 	if err := k.record("join", configPath); err != nil {
 		return err
 	}
+	// Like kubeadm join with the bootstrapper's kubelet.conf in place: the
+	// kubelet uses it and nothing rewrites it.
+	if _, err := os.Stat(k.kubeletConf); err == nil {
+		return nil
+	}
 	return os.WriteFile(k.kubeletConf, []byte("kubelet kubeconfig"), 0o600)
 }
 

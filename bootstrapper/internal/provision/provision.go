@@ -26,6 +26,7 @@ const (
 	DefaultKubeletPKIDir         = "/var/lib/kubelet/pki"
 	DefaultAdminKubeconfig       = "/etc/kubernetes/admin.conf"
 	DefaultKubeletKubeconfig     = "/etc/kubernetes/kubelet.conf"
+	DefaultClusterCAFile         = "/etc/kubernetes/pki/ca.crt"
 	DefaultMaxAttempts           = 3
 	DefaultRetryWait             = 2 * time.Second
 
@@ -36,8 +37,10 @@ const (
 	// its join service (relative to the state directory).
 	ClusterSecretsFile = "cluster-secrets.json"
 	// KubeletCertFile is the kubelet client certificate and key (PEM, 0600)
-	// in the kubelet PKI directory.
-	KubeletCertFile = "cloister-kubelet-client.pem"
+	// in the kubelet PKI directory, under the name kubelet's certificate
+	// store reads and rotates: the certificate the join service issued
+	// after attestation is the one kubelet uses, not one it asks for itself.
+	KubeletCertFile = "kubelet-client-current.pem"
 	// Kubeadm configuration files, relative to the state directory.
 	JoinConfigFile = "kubeadm/join-config.yaml"
 	InitConfigFile = "kubeadm/init-config.yaml"
@@ -107,9 +110,14 @@ type Options struct {
 	// KubeletPKIDir receives the kubelet certificate (default
 	// DefaultKubeletPKIDir).
 	KubeletPKIDir string
-	// AdminKubeconfig and KubeletKubeconfig are kubeadm's results of init and
-	// join (defaults DefaultAdminKubeconfig, DefaultKubeletKubeconfig).
+	// AdminKubeconfig is kubeadm init's admin kubeconfig; KubeletKubeconfig
+	// is the kubelet's, which the bootstrapper writes before kubeadm join
+	// (defaults DefaultAdminKubeconfig, DefaultKubeletKubeconfig).
 	AdminKubeconfig, KubeletKubeconfig string
+	// ClusterCAFile is where kubeadm join writes the cluster CA, which the
+	// kubelet kubeconfig of a joining node names (default
+	// DefaultClusterCAFile).
+	ClusterCAFile string
 	// ExpectedLatch is the latch value after one extend with a cluster ID
 	// (default latch.ExpectedTPM).
 	ExpectedLatch func(clusterID []byte) []byte
@@ -169,6 +177,7 @@ func New(store *nodestate.Store, disk keyslots, l clusterLatch, k kubeadmRunner,
 	def(&opts.KubeletPKIDir, DefaultKubeletPKIDir)
 	def(&opts.AdminKubeconfig, DefaultAdminKubeconfig)
 	def(&opts.KubeletKubeconfig, DefaultKubeletKubeconfig)
+	def(&opts.ClusterCAFile, DefaultClusterCAFile)
 	if opts.ExpectedLatch == nil {
 		opts.ExpectedLatch = latch.ExpectedTPM
 	}
@@ -447,8 +456,19 @@ func (p *Provisioner) writeJoinFiles(cfgPath string, t *Ticket) error {
 	}
 	pemBundle := append(append([]byte(nil), t.KubeletCert...), t.KubeletKey...)
 	defer keys.Secret(pemBundle).Zero()
-	if err := writeSecret(filepath.Join(p.opts.KubeletPKIDir, KubeletCertFile), pemBundle); err != nil {
+	certPath := filepath.Join(p.opts.KubeletPKIDir, KubeletCertFile)
+	if err := writeSecret(certPath, pemBundle); err != nil {
 		return fmt.Errorf("writing the kubelet certificate: %w", err)
+	}
+	// With a valid kubelet.conf in place, kubelet skips its TLS bootstrap
+	// (a CSR of its own, signed on the bootstrap token's say-so) and uses
+	// the attested certificate; kubeadm join writes the CA file it names.
+	kc, err := kubeadm.KubeletKubeconfig(t.Kubeadm.NodeName, t.Kubeadm.APIServerEndpoint, p.opts.ClusterCAFile, certPath)
+	if err != nil {
+		return err
+	}
+	if err := writeSecret(p.opts.KubeletKubeconfig, kc); err != nil {
+		return fmt.Errorf("writing the kubelet kubeconfig: %w", err)
 	}
 	cfg, err := kubeadm.JoinConfiguration(t.Kubeadm)
 	if err != nil {

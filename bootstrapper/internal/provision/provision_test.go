@@ -65,6 +65,18 @@ func TestJoinPathWritesFiles0600(t *testing.T) {
 	if cfg := string(n.kubeadm.configs["join"]); !strings.Contains(cfg, "kind: JoinConfiguration") || !strings.Contains(cfg, "name: worker-1") {
 		t.Fatalf("kubeadm join config:\n%s", cfg)
 	}
+	// kubelet.conf is in place before kubeadm join and names the attested
+	// certificate, so kubelet never asks for one of its own.
+	kc, err := os.ReadFile(n.kubeadm.kubeletConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(n.kubeadm.kubeletConf); fi.Mode().Perm() != 0o600 {
+		t.Errorf("kubelet.conf mode %v, want 0600", fi.Mode().Perm())
+	}
+	if want := "client-certificate: " + filepath.Join(n.stateDir, "pki", KubeletCertFile); !strings.Contains(string(kc), want) {
+		t.Errorf("kubelet.conf does not name the issued certificate (%s):\n%s", want, kc)
+	}
 }
 
 func TestFailurePolicy(t *testing.T) {

@@ -58,6 +58,7 @@ type initOptions struct {
 	initSecretFile    string
 	name              string
 	kubernetesVersion string
+	controlPlaneEP    string
 }
 
 func initCommand() *command {
@@ -73,6 +74,7 @@ func initCommand() *command {
 			fs.StringVar(&o.initSecretFile, "init-secret-file", "", "`file` with the init secret the node's configuration expects, if any")
 			fs.StringVar(&o.name, "name", "cloister", "cluster `name` in the kubeconfig")
 			fs.StringVar(&o.kubernetesVersion, "kubernetes-version", "v1.37.2", "Kubernetes `version` to initialize")
+			fs.StringVar(&o.controlPlaneEP, "control-plane-endpoint", "", "stable `host:port` of the API server for every node (load balancer, DNS name); empty: the node's configuration or address")
 			return func(ctx context.Context) error { return runInit(ctx, e, o) }
 		},
 	}
@@ -140,13 +142,14 @@ func runInit(ctx context.Context, e *env, o initOptions) error {
 	}
 
 	req := &initv1.InitRequest{
-		MasterSecret:      secrets.MasterSecret,
-		MasterSalt:        secrets.MasterSalt,
-		MeasurementSecret: secrets.MeasurementSecret,
-		MeasurementSalt:   secrets.MeasurementSalt,
-		InitSecret:        initSecret,
-		ClusterName:       o.name,
-		KubernetesVersion: o.kubernetesVersion,
+		MasterSecret:         secrets.MasterSecret,
+		MasterSalt:           secrets.MasterSalt,
+		MeasurementSecret:    secrets.MeasurementSecret,
+		MeasurementSalt:      secrets.MeasurementSalt,
+		InitSecret:           initSecret,
+		ClusterName:          o.name,
+		KubernetesVersion:    o.kubernetesVersion,
+		ControlPlaneEndpoint: o.controlPlaneEP,
 	}
 	savedHint := fmt.Sprintf("the secrets stay in %s; if 'cloister status' shows the node still waits for init, remove that directory and run init again", dir)
 	stream, err := initv1.NewInitServiceClient(node.conn).Init(ctx, req)

@@ -40,8 +40,13 @@ type InitRequest struct {
 	// so that `cloister recover` can send it to a rebooted node and `cloister
 	// verify` can compute the expected latch.
 	MeasurementSecret []byte `protobuf:"bytes,7,opt,name=measurement_secret,json=measurementSecret,proto3" json:"measurement_secret,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// control_plane_endpoint is the stable host:port every node reaches the
+	// API server at (a load balancer, a DNS name); kubeadm puts it into the
+	// cluster-info that joining nodes get and into the API server's
+	// certificate. Empty: the node's own configuration, else its address.
+	ControlPlaneEndpoint string `protobuf:"bytes,8,opt,name=control_plane_endpoint,json=controlPlaneEndpoint,proto3" json:"control_plane_endpoint,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *InitRequest) Reset() {
@@ -121,6 +126,13 @@ func (x *InitRequest) GetMeasurementSecret() []byte {
 		return x.MeasurementSecret
 	}
 	return nil
+}
+
+func (x *InitRequest) GetControlPlaneEndpoint() string {
+	if x != nil {
+		return x.ControlPlaneEndpoint
+	}
+	return ""
 }
 
 type InitResponse struct {
@@ -327,7 +339,7 @@ var File_init_v1_init_proto protoreflect.FileDescriptor
 
 const file_init_v1_init_proto_rawDesc = "" +
 	"\n" +
-	"\x12init/v1/init.proto\x12\x10cloister.init.v1\"\xa0\x02\n" +
+	"\x12init/v1/init.proto\x12\x10cloister.init.v1\"\xd6\x02\n" +
 	"\vInitRequest\x12#\n" +
 	"\rmaster_secret\x18\x01 \x01(\fR\fmasterSecret\x12\x1f\n" +
 	"\vmaster_salt\x18\x02 \x01(\fR\n" +
@@ -337,7 +349,8 @@ const file_init_v1_init_proto_rawDesc = "" +
 	"initSecret\x12!\n" +
 	"\fcluster_name\x18\x05 \x01(\tR\vclusterName\x12-\n" +
 	"\x12kubernetes_version\x18\x06 \x01(\tR\x11kubernetesVersion\x12-\n" +
-	"\x12measurement_secret\x18\a \x01(\fR\x11measurementSecret\"\xaa\x01\n" +
+	"\x12measurement_secret\x18\a \x01(\fR\x11measurementSecret\x124\n" +
+	"\x16control_plane_endpoint\x18\b \x01(\tR\x14controlPlaneEndpoint\"\xaa\x01\n" +
 	"\fInitResponse\x12\x1c\n" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x129\n" +
 	"\asuccess\x18\x02 \x01(\v2\x1d.cloister.init.v1.InitSuccessH\x00R\asuccess\x129\n" +
