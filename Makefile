@@ -18,12 +18,13 @@ BENCHTIME     ?= 1s
 # KUBEADM is a vanilla kubeadm built from the Go module proxy (hack/k8s);
 # tests find it through CLOISTER_KUBEADM.
 KUBE_VERSION  := v1.37.2
-KUBEADM       := $(CURDIR)/.cache/k8s/$(KUBE_VERSION)/kubeadm
+K8S_DIR       := $(CURDIR)/.cache/k8s/$(KUBE_VERSION)
+KUBEADM       := $(K8S_DIR)/kubeadm
 export CLOISTER_KUBEADM := $(KUBEADM)
 
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: build test deps vet unit fuzz kubeadm proto proto-check lint bench bench-join demo e2e image clean
+.PHONY: build test deps vet unit fuzz kubeadm k8s proto proto-check lint bench bench-join demo e2e image clean
 
 build: deps
 	$(GO) build -o $(BIN)/ ./...
@@ -52,6 +53,12 @@ kubeadm: $(KUBEADM)
 
 $(KUBEADM):
 	./hack/k8s/build.sh kubeadm $(KUBE_VERSION) $@
+
+## k8s: vanilla Kubernetes $(KUBE_VERSION) for the node image, from the module
+## proxy: kubeadm, kubelet, the control-plane images, etcd, the pod sandbox
+## (about 8 min cold; each output is rebuilt only when its inputs change).
+k8s: deps
+	./hack/k8s/bundle.sh $(KUBE_VERSION) $(K8S_DIR)
 
 $(TOOLS)/protoc-gen-go:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO)
@@ -101,7 +108,7 @@ demo: deps
 ## root.img, manifest.txt): Debian bookworm by mkosi with this checkout's
 ## daemons and units. About 3 min cold; skipped while its inputs are unchanged
 ## (FORCE=1 rebuilds). Not part of make test.
-image:
+image: k8s
 	./hack/image/build.sh
 
 ## e2e: the QEMU end-to-end tests (TCG; minutes, not part of make test yet):

@@ -24,7 +24,7 @@ const joinServicePort = 9000
 // must equal the cluster ID init returned. The image's kubeadm is the test
 // double the image names as such.
 func TestInitThenVerify(t *testing.T) {
-	cp := newControlPlane(t, nil)
+	cp := newControlPlane(t, nodeOptions{})
 	cli, node, pol, clusterDir, roots := cp.cli, cp.node, cp.policy, cp.clusterDir, cp.roots
 	vm := bootUntilWaiting(t, node)
 	start := time.Now()
@@ -94,6 +94,14 @@ type controlPlane struct {
 	roots []string
 	// clusterDir is where `cloister init` is to write the cluster's files.
 	clusterDir string
+
+	// What workers of the same cluster share with the control plane: the
+	// policy document and EK roots baked into their images, the boot disk,
+	// the root image and the TPM CA.
+	policyDoc, rootsPEM []byte
+	esp                 string
+	image               harness.Image
+	ca                  *harness.TPMCA
 }
 
 // newControlPlane boots the image once on its own node to read its PCRs:
@@ -102,7 +110,7 @@ type controlPlane struct {
 // returns a second, not yet booted node of the same image with those files
 // and extraFiles baked in. Both nodes boot the same UKI disk with the same
 // OEM strings: the same measurements.
-func newControlPlane(t *testing.T, extraFiles map[string][]byte) *controlPlane {
+func newControlPlane(t *testing.T, opts nodeOptions) *controlPlane {
 	t.Helper()
 	harness.Enabled(t)
 	img := harness.NodeImage(t)
@@ -111,7 +119,7 @@ func newControlPlane(t *testing.T, extraFiles map[string][]byte) *controlPlane {
 	// One boot disk for both boots: the same measurements.
 	esp := harness.NewESP(t, t.TempDir(), img.Vmlinuz, img.Initrd, harness.KernelCmdline(img.Cmdline))
 	config := func(name string, files map[string][]byte) harness.NodeConfig {
-		return harness.NodeConfig{
+		cfg := harness.NodeConfig{
 			Name:     name,
 			ESP:      esp,
 			RootDisk: img.Root,
@@ -125,6 +133,14 @@ func newControlPlane(t *testing.T, extraFiles map[string][]byte) *controlPlane {
 			MemoryMiB:    2048,
 			Timeout:      10 * time.Minute,
 		}
+		if opts.kubernetes {
+			// kubeadm's preflight wants 2 CPUs and 1.7 GiB on a control
+			// plane; etcd and the API server under TCG want more memory.
+			cfg.CPUs, cfg.MemoryMiB, cfg.StateDiskMiB = 2, 3072, 2048
+			cfg.Forwards = append(cfg.Forwards, kubeAPIPort)
+			cfg.Timeout = 40 * time.Minute
+		}
+		return cfg
 	}
 	dir := t.TempDir()
 	pol := filepath.Join(dir, "policy.yaml")
@@ -153,16 +169,30 @@ func newControlPlane(t *testing.T, extraFiles map[string][]byte) *controlPlane {
 		"/etc/cloister/join-service-policy.yaml": policyDoc,
 		"/etc/cloister/trust/tpm-ek-roots.pem":   rootsPEM,
 	}
-	for name, b := range extraFiles {
+	for name, b := range opts.files {
 		files[name] = b
 	}
 	return &controlPlane{
 		cli:        cli,
 		node:       harness.NewNode(t, config("cp", files)),
 		policy:     pol,
+		policyDoc:  policyDoc,
 		roots:      roots,
+		rootsPEM:   rootsPEM,
 		clusterDir: filepath.Join(dir, "cluster"),
+		esp:        esp,
+		image:      img,
+		ca:         ca,
 	}
+}
+
+// nodeOptions vary a scenario's nodes.
+type nodeOptions struct {
+	// files are baked into the node's root disk (path → content).
+	files map[string][]byte
+	// kubernetes sizes the node for a real control plane (CPUs, memory,
+	// state disk) and forwards the API server's port.
+	kubernetes bool
 }
 
 // initStoppedAtJoinService is the bootstrapper's terminal transition when

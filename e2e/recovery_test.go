@@ -71,7 +71,7 @@ var rebootFailures = []*regexp.Regexp{
 func TestManualRecoveryAfterReboot(t *testing.T) {
 	closed := closedPort(t)
 	nodeYAML := fmt.Sprintf("# No join service listens here: the host's 127.0.0.1:%d is closed.\njoinEndpoints: [\"10.0.2.2:%d\"]\n", closed, closed)
-	cp := newControlPlane(t, map[string][]byte{"/etc/cloister/node.yaml": []byte(nodeYAML)})
+	cp := newControlPlane(t, nodeOptions{files: map[string][]byte{"/etc/cloister/node.yaml": []byte(nodeYAML)}})
 	node := cp.node
 
 	// 1. First boot: init.

@@ -51,6 +51,19 @@ mkdir -p "$extra/usr/bin" "$extra/usr/lib/systemd/system" "$extra/etc/cloister"
 		./disk-mapper/cmd/disk-mapper ./bootstrapper/cmd/bootstrapper \
 		./joinservice/cmd/joinservice ./cli/cmd/cloister
 )
+# Vanilla Kubernetes from make k8s: kubeadm and kubelet, and the images of
+# the control plane's static pods and the pod sandbox, which
+# cloister-images.service imports into containerd at boot.
+k8s=${K8S_DIR:-$root/.cache/k8s/v1.37.2}
+for bin in kubeadm kubelet; do
+	[ -x "$k8s/$bin" ] || { echo "image: $k8s/$bin missing: run make k8s" >&2; exit 1; }
+	install -m 0755 "$k8s/$bin" "$extra/usr/bin/$bin"
+done
+mkdir -p "$extra/usr/share/cloister/images"
+for img in kube-apiserver kube-controller-manager kube-scheduler etcd pause; do
+	[ -f "$k8s/images/$img.tar" ] || { echo "image: $k8s/images/$img.tar missing: run make k8s" >&2; exit 1; }
+	install -m 0644 "$k8s/images/$img.tar" "$extra/usr/share/cloister/images/$img.tar"
+done
 # Unit names are what the units refer to each other by.
 install -m 0644 "$root/image/disk-mapper.service" "$extra/usr/lib/systemd/system/disk-mapper.service"
 install -m 0644 "$root/image/bootstrapper.service" "$extra/usr/lib/systemd/system/cloister-bootstrapper.service"

@@ -1,0 +1,142 @@
+package harness
+
+import (
+	"context"
+	"crypto/aes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/xts"
+)
+
+// StateFS is the plaintext of a node's encrypted state file system,
+// decrypted on the host: the host has no device-mapper, so the scenarios
+// read what a node wrote (its markers, kubeadm's log, kubelet's files)
+// through an independent path: cryptsetup unlocks a copy of the LUKS2
+// header with the disk key and dumps the volume key, this file decrypts
+// the data segment (aes-xts-plain64, the IV counting 512-byte sectors) and
+// debugfs reads the ext4 image without mounting it.
+type StateFS struct {
+	image string
+}
+
+// DecryptStateDisk decrypts the state disk image disk into a temporary
+// plaintext image, with the passphrase passphraseFor returns for the disk's
+// LUKS2 UUID (the derived disk key of the token's generation). Decrypt only
+// a powered-off node's disk.
+func DecryptStateDisk(t testing.TB, disk string, passphraseFor func(diskUUID string) []byte) *StateFS {
+	t.Helper()
+	cryptsetup := RequireTool(t, "cryptsetup")
+	md, dataOff := LUKSDump(t, disk)
+	seg := md.Segments["0"]
+	if seg.Encryption != "aes-xts-plain64" {
+		t.Fatalf("state disk: segment encryption %q, this reader knows aes-xts-plain64 only", seg.Encryption)
+	}
+	partOff, partSize, err := FirstPartition(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	hdr := filepath.Join(dir, "header")
+	copyRange(t, disk, hdr, partOff, min(partSize, luksHeaderBytes))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	uuid, err := exec.CommandContext(ctx, cryptsetup, "luksUUID", hdr).Output()
+	if err != nil {
+		t.Fatalf("cryptsetup luksUUID: %v", err)
+	}
+	keyFile := filepath.Join(dir, "passphrase")
+	vkFile := filepath.Join(dir, "volume-key")
+	if err := os.WriteFile(keyFile, passphraseFor(strings.TrimSpace(string(uuid))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, cryptsetup, "luksDump", "--batch-mode", "--dump-volume-key",
+		"--volume-key-file", vkFile, "--key-file", keyFile, hdr).CombinedOutput(); err != nil {
+		t.Fatalf("cryptsetup luksDump --dump-volume-key: %v\n%s", err, out)
+	}
+	vk, err := os.ReadFile(vkFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := xts.NewCipher(aes.NewCipher, vk)
+	if err != nil {
+		t.Fatalf("volume key (%d bytes): %v", len(vk), err)
+	}
+
+	sector := int64(seg.SectorSize)
+	dataSize := partOff + partSize - dataOff
+	src, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	plain := filepath.Join(dir, "state.ext4")
+	dst, err := os.Create(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	const chunk = 1 << 20
+	in, out := make([]byte, chunk), make([]byte, chunk)
+	for off := int64(0); off < dataSize; off += chunk {
+		n, err := src.ReadAt(in[:min(chunk, dataSize-off)], dataOff+off)
+		if err != nil && err != io.EOF {
+			t.Fatalf("reading the state disk: %v", err)
+		}
+		n -= n % int(sector)
+		for s := 0; s < n; s += int(sector) {
+			// plain64: the IV is the 512-byte sector number.
+			c.Decrypt(out[s:s+int(sector)], in[s:s+int(sector)], uint64((off+int64(s))/512))
+		}
+		if _, err := dst.WriteAt(out[:n], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &StateFS{image: plain}
+}
+
+// ReadFile returns the file at path (relative to the state file system's
+// root, e.g. "k8s/var-lib-kubelet/config.yaml").
+func (s *StateFS) ReadFile(t testing.TB, path string) ([]byte, error) {
+	t.Helper()
+	debugfs := RequireTool(t, "debugfs")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := "/" + strings.TrimPrefix(path, "/")
+	// debugfs exits 0 for a missing file; stat first.
+	if out, err := exec.CommandContext(ctx, debugfs, "-R", "stat "+strconv.Quote(p), s.image).CombinedOutput(); err != nil || strings.Contains(string(out), "File not found") {
+		return nil, fmt.Errorf("state fs: %s: not found (%v)", p, err)
+	}
+	out, err := exec.CommandContext(ctx, debugfs, "-R", "cat "+strconv.Quote(p), s.image).Output()
+	if err != nil {
+		return nil, fmt.Errorf("state fs: debugfs cat %s: %w", p, err)
+	}
+	return out, nil
+}
+
+func copyRange(t testing.TB, from, to string, off, n int64) {
+	t.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(dst, io.NewSectionReader(src, off, n))
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("copying %s: %v", from, err)
+	}
+}
