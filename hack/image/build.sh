@@ -64,6 +64,12 @@ for img in kube-apiserver kube-controller-manager kube-scheduler etcd pause; do
 	[ -f "$k8s/images/$img.tar" ] || { echo "image: $k8s/images/$img.tar missing: run make k8s" >&2; exit 1; }
 	install -m 0644 "$k8s/images/$img.tar" "$extra/usr/share/cloister/images/$img.tar"
 done
+# What the node compares before it imports again (import-images).
+(cd "$extra/usr/share/cloister/images" && sha256sum ./*.tar >SHA256SUMS)
+for img in kube-apiserver kube-controller-manager kube-scheduler etcd pause; do
+	tar -xOf "$k8s/images/$img.tar" manifest.json | sed 's/.*"RepoTags":\["\([^"]*\)".*/\1/'
+	echo
+done >"$extra/usr/share/cloister/images/REFS"
 # Unit names are what the units refer to each other by.
 install -m 0644 "$root/image/disk-mapper.service" "$extra/usr/lib/systemd/system/disk-mapper.service"
 install -m 0644 "$root/image/bootstrapper.service" "$extra/usr/lib/systemd/system/cloister-bootstrapper.service"

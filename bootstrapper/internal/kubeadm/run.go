@@ -53,7 +53,14 @@ func (r Runner) run(ctx context.Context, args ...string) error {
 		out = io.Discard
 	}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Run(); err != nil {
+	err := cmd.Run()
+	// kubeadm's output is the record of what it did to the node: on disk
+	// before anyone acts on the result (a power cut right after must not
+	// leave the log empty).
+	if f, ok := out.(interface{ Sync() error }); ok {
+		_ = f.Sync()
+	}
+	if err != nil {
 		// The output stays out of the error: it may hold tokens.
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
