@@ -313,4 +313,3 @@ func waitNoCloisterTokens(t testing.TB, kube kubernetes.Interface, d time.Durati
 		time.Sleep(10 * time.Second)
 	}
 }
-

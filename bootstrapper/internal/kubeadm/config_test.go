@@ -142,6 +142,39 @@ func TestRunnerErrorHidesOutput(t *testing.T) {
 	}
 }
 
+func TestRunnerErrorNamesKubeadmsErrorRedacted(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "kubeadm")
+	body := "#!/bin/sh\n" +
+		"echo '[preflight] Running pre-flight checks'\n" +
+		"echo 'error execution phase preflight: [ERROR Mem]: the system RAM (950 MB) is less than the minimum 1700 MB' >&2\n" +
+		"echo 'kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:" + strings.Repeat("ab", 32) + " error' >&2\n" +
+		"exit 1\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := Runner{Path: script}.Init(context.Background(), "/nonexistent")
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "abcdef.0123456789abcdef") || strings.Contains(msg, strings.Repeat("ab", 32)) {
+		t.Fatalf("error leaks a secret: %v", err)
+	}
+	if !strings.Contains(msg, "--token REDACTED") || !strings.Contains(msg, "exit code 1") {
+		t.Fatalf("error = %v: want the last error line, redacted", err)
+	}
+	// Without a secret on the last error line, the line is kept as it is.
+	body = "#!/bin/sh\necho 'error execution phase preflight: [ERROR Mem]: the system RAM (950 MB) is less than the minimum 1700 MB' >&2\nexit 1\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err = Runner{Path: script}.Init(context.Background(), "/nonexistent")
+	if err == nil || !strings.Contains(err.Error(), "[ERROR Mem]: the system RAM (950 MB) is less than the minimum 1700 MB") {
+		t.Fatalf("error = %v: want kubeadm's error line", err)
+	}
+}
+
 func TestKubeletKubeconfigLoadsWithClientGo(t *testing.T) {
 	b, err := KubeletKubeconfig("worker-1", "10.0.2.2:6443", "/etc/kubernetes/pki/ca.crt", "/var/lib/kubelet/pki/kubelet-client-current.pem")
 	if err != nil {

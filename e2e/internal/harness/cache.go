@@ -4,12 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"testing"
 )
 
 // RepoRoot returns the repository's root: the nearest directory above the
 // working directory that holds go.work.
-func RepoRoot(t testing.TB) string {
+func RepoRoot(t TB) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
@@ -31,7 +30,7 @@ func RepoRoot(t testing.TB) string {
 
 // CacheDir returns .cache/<name> in the repository (created), where what is
 // downloaded or built once is kept and reused.
-func CacheDir(t testing.TB, name string) string {
+func CacheDir(t TB, name string) string {
 	t.Helper()
 	dir := filepath.Join(RepoRoot(t), ".cache", name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -8,9 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	"golang.org/x/crypto/xts"
@@ -31,7 +29,7 @@ type StateFS struct {
 // plaintext image, with the passphrase passphraseFor returns for the disk's
 // LUKS2 UUID (the derived disk key of the token's generation). Decrypt only
 // a powered-off node's disk.
-func DecryptStateDisk(t testing.TB, disk string, passphraseFor func(diskUUID string) []byte) *StateFS {
+func DecryptStateDisk(t TB, disk string, passphraseFor func(diskUUID string) []byte) *StateFS {
 	t.Helper()
 	cryptsetup := RequireTool(t, "cryptsetup")
 	md, dataOff := LUKSDump(t, disk)
@@ -99,29 +97,40 @@ func DecryptStateDisk(t testing.TB, disk string, passphraseFor func(diskUUID str
 			t.Fatal(err)
 		}
 	}
+	// ext4's superblock magic (0xEF53 at byte 1080): the key and the IVs
+	// were right.
+	magic := make([]byte, 2)
+	if _, err := dst.ReadAt(magic, 1080); err != nil || magic[0] != 0x53 || magic[1] != 0xef {
+		t.Fatalf("decrypted state disk has no ext4 superblock (magic %x): wrong key or cipher layout", magic)
+	}
 	return &StateFS{image: plain}
 }
 
 // ReadFile returns the file at path (relative to the state file system's
 // root, e.g. "k8s/var-lib-kubelet/config.yaml").
-func (s *StateFS) ReadFile(t testing.TB, path string) ([]byte, error) {
+func (s *StateFS) ReadFile(t TB, path string) ([]byte, error) {
 	t.Helper()
 	debugfs := RequireTool(t, "debugfs")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	p := "/" + strings.TrimPrefix(path, "/")
-	// debugfs exits 0 for a missing file; stat first.
-	if out, err := exec.CommandContext(ctx, debugfs, "-R", "stat "+strconv.Quote(p), s.image).CombinedOutput(); err != nil || strings.Contains(string(out), "File not found") {
-		return nil, fmt.Errorf("state fs: %s: not found (%v)", p, err)
+	if strings.ContainsAny(p, " \"\n") {
+		return nil, fmt.Errorf("state fs: path %q: no spaces or quotes", p)
 	}
-	out, err := exec.CommandContext(ctx, debugfs, "-R", "cat "+strconv.Quote(p), s.image).Output()
-	if err != nil {
-		return nil, fmt.Errorf("state fs: debugfs cat %s: %w", p, err)
+	// debugfs exits 0 when a request fails and says so on stderr.
+	var stdout, stderr strings.Builder
+	cmd := exec.CommandContext(ctx, debugfs, "-R", "cat "+p, s.image)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("state fs: debugfs cat %s: %w: %s", p, err, stderr.String())
 	}
-	return out, nil
+	if e := stderr.String(); strings.Contains(e, "not found") || strings.Contains(e, "Bad magic") || strings.Contains(e, "while ") {
+		return nil, fmt.Errorf("state fs: %s: %s", p, strings.TrimSpace(e))
+	}
+	return []byte(stdout.String()), nil
 }
 
-func copyRange(t testing.TB, from, to string, off, n int64) {
+func copyRange(t TB, from, to string, off, n int64) {
 	t.Helper()
 	src, err := os.Open(from)
 	if err != nil {

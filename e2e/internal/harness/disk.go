@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
 	"time"
 )
 
@@ -19,7 +18,7 @@ const StateDiskLabel = "cloister-state"
 // NewStateDisk creates a blank raw disk image of sizeMiB in dir with one GPT
 // partition labelled cloister-state spanning the disk, as a cloud would
 // attach an empty volume. It returns the image's path.
-func NewStateDisk(t testing.TB, dir string, sizeMiB int64) string {
+func NewStateDisk(t TB, dir string, sizeMiB int64) string {
 	t.Helper()
 	sgdisk := RequireTool(t, "sgdisk")
 	path := filepath.Join(dir, "state.raw")
@@ -51,7 +50,7 @@ func NewStateDisk(t testing.TB, dir string, sizeMiB int64) string {
 
 // ContainsAny reports which of the needles occur in the file at path (read
 // in chunks, so a needle split across chunks is still found).
-func ContainsAny(t testing.TB, path string, needles ...[]byte) [][]byte {
+func ContainsAny(t TB, path string, needles ...[]byte) [][]byte {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

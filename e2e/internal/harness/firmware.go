@@ -2,7 +2,6 @@ package harness
 
 import (
 	"path/filepath"
-	"testing"
 )
 
 // Debian's OVMF (package ovmf) without Secure Boot, 4 MiB flash layout.
@@ -21,7 +20,7 @@ type Firmware struct {
 }
 
 // NewFirmware copies OVMF's variable store into dir.
-func NewFirmware(t testing.TB, dir string) *Firmware {
+func NewFirmware(t TB, dir string) *Firmware {
 	t.Helper()
 	code := RequireFile(t, ovmfCode, "ovmf")
 	vars := RequireFile(t, ovmfVars, "ovmf")

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
 )
 
 // ImageDirEnv names another directory with vmlinuz, initrd.img and
@@ -22,7 +21,7 @@ type Image struct {
 // the node image, so that a rebuild during a test does not change what its
 // nodes boot. Missing, it fails the test if CI=true and skips it otherwise,
 // naming make image.
-func NodeImage(t testing.TB) Image {
+func NodeImage(t TB) Image {
 	t.Helper()
 	dir := os.Getenv(ImageDirEnv)
 	if dir == "" {

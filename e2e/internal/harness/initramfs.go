@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -19,7 +18,7 @@ import (
 // script as /init. Before script runs, /init mounts proc, sys and devtmpfs
 // (Debian's kernel does not mount /dev by itself), installs the busybox
 // applets and loads the modules. It returns the initramfs's path.
-func BusyboxInitramfs(t testing.TB, dir string, k Kernel, script string, modules ...string) string {
+func BusyboxInitramfs(t TB, dir string, k Kernel, script string, modules ...string) string {
 	t.Helper()
 	busybox := RequireFile(t, "/bin/busybox", "busybox-static")
 	cpio := RequireTool(t, "cpio")
@@ -84,14 +83,14 @@ func BusyboxInitramfs(t testing.TB, dir string, k Kernel, script string, modules
 	return path
 }
 
-func mkdirAll(t testing.TB, dir string) {
+func mkdirAll(t TB, dir string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("creating %s: %v", dir, err)
 	}
 }
 
-func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
+func copyFile(t TB, src, dst string, mode os.FileMode) {
 	t.Helper()
 	in, err := os.Open(src)
 	if err != nil {

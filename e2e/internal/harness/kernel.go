@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -30,7 +29,7 @@ type Kernel struct {
 // DebianKernel returns the kernel that linux-image-amd64 depends on today,
 // downloading and unpacking it the first time. The version is resolved on
 // every run (it moves with security updates), never pinned.
-func DebianKernel(t testing.TB) Kernel {
+func DebianKernel(t TB) Kernel {
 	t.Helper()
 	aptCache := RequireTool(t, "apt-cache")
 	aptGet := RequireTool(t, "apt-get")
@@ -124,7 +123,7 @@ func loadKernel(dir string) (Kernel, error) {
 
 // ModulePaths lists the files of modules and their dependencies, in load
 // order, relative to k.Root.
-func (k Kernel) ModulePaths(t testing.TB, modules ...string) []string {
+func (k Kernel) ModulePaths(t TB, modules ...string) []string {
 	t.Helper()
 	modprobe := RequireTool(t, "modprobe")
 	seen := map[string]bool{}

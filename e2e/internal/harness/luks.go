@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"testing"
 	"time"
 )
 
@@ -41,7 +40,7 @@ const luksHeaderBytes = 16 << 20
 // anything but LUKS2). The host cannot attach the partition without a loop
 // device, so the header region is copied into a file first. It returns the
 // metadata and the data segment's byte offset in the image.
-func LUKSDump(t testing.TB, disk string) (*LUKSMetadata, int64) {
+func LUKSDump(t TB, disk string) (*LUKSMetadata, int64) {
 	t.Helper()
 	cryptsetup := RequireTool(t, "cryptsetup")
 	off, size, err := FirstPartition(disk)

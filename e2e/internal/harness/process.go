@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -22,7 +21,7 @@ type process struct {
 
 // startProcess runs name args under `timeout --kill-after=10s <limit>` with
 // stdin from /dev/null and stdout+stderr to outPath. t.Cleanup stops it.
-func startProcess(t testing.TB, outPath string, limit time.Duration, name string, args ...string) *process {
+func startProcess(t TB, outPath string, limit time.Duration, name string, args ...string) *process {
 	t.Helper()
 	timeout := RequireTool(t, "timeout")
 	out, err := os.Create(outPath)

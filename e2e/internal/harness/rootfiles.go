@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -16,7 +15,7 @@ import (
 // the file system allows) and writes files into the copy with debugfs,
 // without mounting: what an operator bakes into their image (trust anchors,
 // the cluster policy). Parent directories are created 0755, files 0644.
-func customRoot(t testing.TB, dir, root string, files map[string][]byte) string {
+func customRoot(t TB, dir, root string, files map[string][]byte) string {
 	t.Helper()
 	cp := RequireTool(t, "cp")
 	debugfs := RequireTool(t, "debugfs")

@@ -3,7 +3,6 @@ package harness
 import (
 	"context"
 	"fmt"
-	"testing"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,7 +15,7 @@ import (
 // accepts the answer, and returns it; it fails t after d with the last answer
 // or error. disk-mapper and the bootstrapper serve it on the same port, one
 // after the other.
-func WaitStatus(t testing.TB, addr string, d time.Duration, ok func(*statusv1.GetResponse) bool) *statusv1.GetResponse {
+func WaitStatus(t TB, addr string, d time.Duration, ok func(*statusv1.GetResponse) bool) *statusv1.GetResponse {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
 	"time"
 )
 
@@ -24,7 +23,7 @@ type TPMCA struct {
 // NewTPMCA prepares a CA in a temporary directory; swtpm_localca creates its
 // keys when the first TPM is manufactured (so RootPEM exists only after
 // NewTPM). Tests never share or touch /var/lib/swtpm-localca.
-func NewTPMCA(t testing.TB) *TPMCA {
+func NewTPMCA(t TB) *TPMCA {
 	t.Helper()
 	localca := RequireTool(t, "swtpm_localca")
 	dir := t.TempDir()
@@ -50,7 +49,7 @@ type TPM struct {
 
 // NewTPM manufactures a vTPM (RSA and ECC EKs, certificates in NV signed by
 // ca, NV locked) in dir. It takes about two seconds.
-func NewTPM(t testing.TB, ca *TPMCA, dir string) *TPM {
+func NewTPM(t TB, ca *TPMCA, dir string) *TPM {
 	t.Helper()
 	setup := RequireTool(t, "swtpm_setup")
 	RequireTool(t, "swtpm")
@@ -74,7 +73,7 @@ func NewTPM(t testing.TB, ca *TPMCA, dir string) *TPM {
 // its control channel (which QEMU's tpm-emulator speaks) on a Unix socket in
 // runDir. --terminate ends it when QEMU disconnects; stop ends it by PID
 // otherwise. It returns once the socket exists.
-func (p *TPM) start(t testing.TB, runDir string, limit time.Duration) (sock string, stop func()) {
+func (p *TPM) start(t TB, runDir string, limit time.Duration) (sock string, stop func()) {
 	t.Helper()
 	swtpm := RequireTool(t, "swtpm")
 	// Absolute paths: relative ones fail in swtpm ("CMD_INIT: 0x9").
@@ -106,7 +105,7 @@ func (p *TPM) start(t testing.TB, runDir string, limit time.Duration) (sock stri
 	}
 }
 
-func writeFile(t testing.TB, path, content string) {
+func writeFile(t TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatalf("writing %s: %v", path, err)

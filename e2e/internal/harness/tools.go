@@ -12,7 +12,7 @@ const EnableEnv = "CLOISTER_E2E"
 
 // Enabled skips t unless CLOISTER_E2E=1: booting VMs under TCG takes
 // minutes, so `go test ./...` (and make test) leave them out; make e2e sets it.
-func Enabled(t testing.TB) {
+func Enabled(t TB) {
 	t.Helper()
 	if os.Getenv(EnableEnv) != "1" {
 		t.Skipf("QEMU end-to-end test: set %s=1 or run 'make e2e'", EnableEnv)
@@ -25,7 +25,7 @@ func Enabled(t testing.TB) {
 // RequireTool returns the path of an external tool. When it is missing the
 // test fails if CI=true, so CI never passes by skipping, and is skipped
 // elsewhere, with the command that installs it.
-func RequireTool(t testing.TB, name string) string {
+func RequireTool(t TB, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {
@@ -45,7 +45,7 @@ func RequireTool(t testing.TB, name string) string {
 }
 
 // RequireFile is RequireTool for a file a package installs (OVMF firmware).
-func RequireFile(t testing.TB, path, pkg string) string {
+func RequireFile(t TB, path, pkg string) string {
 	t.Helper()
 	if _, err := os.Stat(path); err == nil {
 		return path

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -26,7 +25,7 @@ const efiStub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 // ESP is what real UEFI machines do, and its log parses. The kernel command
 // line is part of the measured image: keep it the same for every node of a
 // cluster and configure nodes through SMBIOS OEM strings.
-func NewESP(t testing.TB, dir, kernel, initrd, cmdline string) string {
+func NewESP(t TB, dir, kernel, initrd, cmdline string) string {
 	t.Helper()
 	stub := RequireFile(t, efiStub, "systemd-boot-efi")
 	objcopy := RequireTool(t, "objcopy")

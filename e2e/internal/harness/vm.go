@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -74,7 +73,7 @@ type Node struct {
 }
 
 // NewNode prepares a node's persistent parts in a temporary directory.
-func NewNode(t testing.TB, cfg NodeConfig) *Node {
+func NewNode(t TB, cfg NodeConfig) *Node {
 	t.Helper()
 	RequireTool(t, "qemu-system-x86_64")
 	if cfg.Name == "" || strings.ContainsAny(cfg.Name, "/ ") {
@@ -152,7 +151,7 @@ type VM struct {
 
 // Boot starts the node under QEMU (TCG, -no-reboot: a reboot ends the VM;
 // boot again to continue). t.Cleanup stops it.
-func (n *Node) Boot(t testing.TB) *VM {
+func (n *Node) Boot(t TB) *VM {
 	t.Helper()
 	qemu := RequireTool(t, "qemu-system-x86_64")
 	n.boots++
@@ -233,7 +232,7 @@ func (vm *VM) Exited() <-chan struct{} { return vm.qemu.done }
 // Expect waits up to d for re on the serial console, after the previous
 // Expect's match, and returns its submatches. It logs how long after the
 // start of QEMU the marker came, and fails t with the log's tail otherwise.
-func (vm *VM) Expect(t testing.TB, re *regexp.Regexp, d time.Duration) []string {
+func (vm *VM) Expect(t TB, re *regexp.Regexp, d time.Duration) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -248,7 +247,7 @@ func (vm *VM) Expect(t testing.TB, re *regexp.Regexp, d time.Duration) []string 
 
 // WaitExit waits up to d for QEMU to end (the guest powered off or
 // rebooted) and fails t otherwise.
-func (vm *VM) WaitExit(t testing.TB, d time.Duration) {
+func (vm *VM) WaitExit(t TB, d time.Duration) {
 	t.Helper()
 	select {
 	case <-vm.Exited():
@@ -280,7 +279,7 @@ func KernelCmdline(extra string) string {
 func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // freePort picks a free TCP port on 127.0.0.1.
-func freePort(t testing.TB) int {
+func freePort(t TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
