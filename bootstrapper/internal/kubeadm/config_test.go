@@ -165,7 +165,8 @@ func TestRunnerErrorNamesKubeadmsErrorRedacted(t *testing.T) {
 		t.Fatalf("error = %v: want the last error line, redacted", err)
 	}
 	// Without a secret on the last error line, the line is kept as it is.
-	body = "#!/bin/sh\necho 'error execution phase preflight: [ERROR Mem]: the system RAM (950 MB) is less than the minimum 1700 MB' >&2\nexit 1\n"
+	body = "#!/bin/sh\necho 'error execution phase preflight: [ERROR Mem]: the system RAM (950 MB) is less than the minimum 1700 MB' >&2\n" +
+		"echo 'To see the stack trace of this error execute with --v=5 or higher' >&2\nexit 1\n"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}

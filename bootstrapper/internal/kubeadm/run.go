@@ -110,7 +110,8 @@ func (t *tailBuffer) lastError() string {
 	lines := strings.Split(string(t.b), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		l := strings.TrimSpace(lines[i])
-		if !errorLine.MatchString(l) {
+		// kubeadm ends a failure with a hint about --v=5 that says nothing.
+		if !errorLine.MatchString(l) || strings.Contains(l, "To see the stack trace") {
 			continue
 		}
 		l = secretShaped.ReplaceAllString(l, "REDACTED")

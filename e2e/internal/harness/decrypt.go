@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"crypto/aes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -102,6 +103,16 @@ func DecryptStateDisk(t TB, disk string, passphraseFor func(diskUUID string) []b
 	magic := make([]byte, 2)
 	if _, err := dst.ReadAt(magic, 1080); err != nil || magic[0] != 0x53 || magic[1] != 0xef {
 		t.Fatalf("decrypted state disk has no ext4 superblock (magic %x): wrong key or cipher layout", magic)
+	}
+	// The node was powered off, not shut down: replay the journal in this
+	// private copy, as a mount would.
+	fsck := RequireTool(t, "e2fsck")
+	if out, err := exec.CommandContext(ctx, fsck, "-fy", plain).CombinedOutput(); err != nil {
+		var exit *exec.ExitError
+		// 1 and 2: errors corrected.
+		if !errors.As(err, &exit) || exit.ExitCode() > 2 {
+			t.Fatalf("e2fsck of the decrypted state disk: %v\n%s", err, out)
+		}
 	}
 	return &StateFS{image: plain}
 }
