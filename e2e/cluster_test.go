@@ -3,10 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,8 +23,12 @@ import (
 	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
 
-// kubeAPIPort is the API server's port in a control-plane guest.
-const kubeAPIPort = 6443
+const (
+	// kubeAPIPort is the API server's port in a control-plane guest.
+	kubeAPIPort = 6443
+	// metricsPort is the join service's Prometheus port.
+	metricsPort = 9091
+)
 
 var (
 	// joinedNow is the bootstrapper's last transition of a join or init.
@@ -72,11 +79,19 @@ func TestClusterInitJoinReboot(t *testing.T) {
 	kube := kubeClient(t, cp.clusterDir+"/kubeconfig", cp.node.Addr(kubeAPIPort))
 	waitNode(t, kube, "cp-1", 10*time.Minute, nodeReady)
 
-	// 2. Worker: joins by itself.
-	worker := cp.newWorker(t, "worker-1")
+	// 2. Worker: boots during an outage of the join service (its address
+	// is a proxy that drops every connection), keeps trying, says why it
+	// waits, and joins by itself once the service is back.
+	proxy := harness.NewProxy(t, cp.node.Addr(joinServicePort), false)
+	worker := cp.newWorker(t, "worker-1", proxy.Port())
 	wVM := worker.Boot(t)
 	wVM.Console.FailOn = clusterFailures
 	wVM.Expect(t, diskReady, 5*time.Minute)
+	st := harness.WaitStatus(t, worker.Addr(statusPort), 5*time.Minute, func(r *statusv1.GetResponse) bool {
+		return r.GetComponent() == "bootstrapper" && r.GetAttempts() >= 2 && r.GetLastError() != ""
+	})
+	t.Logf("outage: worker-1 %s after %d attempts: %s", st.GetPhase(), st.GetAttempts(), st.GetLastError())
+	proxy.SetUp(true)
 	wVM.Expect(t, joinedNow, 20*time.Minute)
 	n := waitNode(t, kube, "worker-1", 10*time.Minute, nodeRegistered)
 	t.Logf("worker-1: power-on to Node registered %s", time.Since(wVM.Started).Round(time.Second))
@@ -85,6 +100,12 @@ func TestClusterInitJoinReboot(t *testing.T) {
 	uid := n.UID
 
 	checkKubeletCertFromJoin(t, kube, "worker-1")
+	// The control plane's verify through its join service: the latch holds
+	// the cluster ID.
+	out := runCLI(t, cp.cli, 3*time.Minute, append([]string{"verify", "--node", cp.node.Addr(joinServicePort), "--policy", cp.policy, "--cluster-dir", cp.clusterDir, "-o", "json"}, cp.roots...)...)
+	if latch := verifyLatch(t, out); !latch.Match || latch.ClusterID != clusterID {
+		t.Errorf("cloister verify of the control plane: latch %+v, want it to hold cluster ID %s", latch, clusterID)
+	}
 	waitNoCloisterTokens(t, kube, 4*time.Minute)
 
 	// Both state disks are LUKS2 with a keyed token; the kubelet's files on
@@ -99,7 +120,33 @@ func TestClusterInitJoinReboot(t *testing.T) {
 		t.Errorf("worker's raw state disk shows plaintext: %q", leaked)
 	}
 
-	// 3. The worker reboots (power cut): the join service gives the key
+	// 3. Tamper: a node whose initrd differs by a few bytes boots with the
+	// cluster's configuration. The join service refuses it and names the
+	// PCR, in its log and its metrics; the node's status says why it waits.
+	tamperedESP := harness.NewESP(t, t.TempDir(), cp.image.Vmlinuz, tamperedInitrd(t, cp.image.Initrd), harness.KernelCmdline(cp.image.Cmdline))
+	tampered := cp.newNode(t, "tampered", tamperedESP, proxy.Port(), "worker-2")
+	tVM := tampered.Boot(t)
+	tVM.Console.FailOn = bootFailures
+	tVM.Expect(t, diskReady, 5*time.Minute)
+	st = harness.WaitStatus(t, tampered.Addr(statusPort), 5*time.Minute, func(r *statusv1.GetResponse) bool {
+		return r.GetComponent() == "bootstrapper" && strings.Contains(r.GetLastError(), "pcr[")
+	})
+	pcr := regexp.MustCompile(`pcr\[\d+\]`).FindString(st.GetLastError())
+	t.Logf("tampered node waits: %s", st.GetLastError())
+	refusal := regexp.MustCompile(`joinservice\[\d+\]: .*"decision":"refused".*` + regexp.QuoteMeta(pcr))
+	if !refusal.MatchString(consoleText(t, cpVM)) {
+		t.Errorf("the join service's log has no refusal naming %s", pcr)
+	}
+	metrics := httpGet(t, "http://"+cp.node.Addr(metricsPort)+"/metrics")
+	if want := `cloister_joinservice_rejections_total{reason="` + pcr + `",stage="attestation"}`; !strings.Contains(metrics, want) {
+		t.Errorf("join service metrics lack %s", want)
+	}
+	if _, err := kube.CoreV1().Nodes().Get(context.Background(), "worker-2", metav1.GetOptions{}); err == nil {
+		t.Error("the tampered node was registered as worker-2")
+	}
+	tVM.Stop()
+
+	// 4. The worker reboots (power cut): the join service gives the key
 	// back, no operator involved.
 	wVM.Stop()
 	wVM = worker.Boot(t)
@@ -158,22 +205,61 @@ func stateFile(t testing.TB, node *harness.Node, clusterDir, path string) string
 	return string(out)
 }
 
-// newWorker prepares a worker of cp's cluster: the same boot disk and root
-// image, the cluster's policy and EK roots baked in, the control plane's
-// join service as its join endpoint (for the first join and after reboots).
-func (cp *controlPlane) newWorker(t *testing.T, name string) *harness.Node {
+// tamperedInitrd is a copy of initrd with 512 zero bytes appended: the
+// kernel unpacks it the same way (trailing zeros are cpio padding), but its
+// measurement differs.
+func tamperedInitrd(t testing.TB, initrd string) string {
 	t.Helper()
-	join := "10.0.2.2:" + strconv.Itoa(cp.node.HostPort(joinServicePort))
+	b, err := os.ReadFile(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "initrd-tampered.img")
+	if err := os.WriteFile(out, append(b, make([]byte, 512)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// httpGet returns the body of a GET that must answer 200.
+func httpGet(t testing.TB, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s, %v", url, resp.Status, err)
+	}
+	return string(b)
+}
+
+// newWorker prepares a worker of cp's cluster: the same boot disk and root
+// image, the cluster's policy and EK roots baked in, and 10.0.2.2:joinPort
+// (a host port that reaches the control plane's join service) as its join
+// endpoint, for the first join and after reboots.
+func (cp *controlPlane) newWorker(t *testing.T, name string, joinPort int) *harness.Node {
+	t.Helper()
+	return cp.newNode(t, name, cp.esp, joinPort, name)
+}
+
+// newNode is newWorker with its own boot disk and Kubernetes node name.
+func (cp *controlPlane) newNode(t *testing.T, name, esp string, joinPort int, nodeName string) *harness.Node {
+	t.Helper()
+	join := "10.0.2.2:" + strconv.Itoa(joinPort)
 	return harness.NewNode(t, harness.NodeConfig{
 		Name:     name,
-		ESP:      cp.esp,
+		ESP:      esp,
 		RootDisk: cp.image.Root,
 		RootFiles: map[string][]byte{
 			"/etc/cloister/join-service-policy.yaml": cp.policyDoc,
 			"/etc/cloister/trust/tpm-ek-roots.pem":   cp.rootsPEM,
 			"/etc/cloister/node.yaml":                fmt.Appendf(nil, "joinEndpoints: [%q]\n", join),
 		},
-		OEMStrings:   []string{"cloister.role=worker", "cloister.node=" + name, "cloister.join=" + join},
+		OEMStrings:   []string{"cloister.role=worker", "cloister.node=" + nodeName, "cloister.join=" + join},
 		StateDiskMiB: 2048,
 		Forwards:     []int{statusPort},
 		TPMCA:        cp.ca,

@@ -137,7 +137,7 @@ func newControlPlane(t *testing.T, opts nodeOptions) *controlPlane {
 			// kubeadm's preflight wants 2 CPUs and 1.7 GiB on a control
 			// plane; etcd and the API server under TCG want more memory.
 			cfg.CPUs, cfg.MemoryMiB, cfg.StateDiskMiB = 2, 3072, 2048
-			cfg.Forwards = append(cfg.Forwards, kubeAPIPort)
+			cfg.Forwards = append(cfg.Forwards, kubeAPIPort, metricsPort)
 			cfg.Timeout = 40 * time.Minute
 		}
 		return cfg

@@ -104,7 +104,7 @@ func Start(tb TB, opts Options) *Service {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	creds, err := atls.NewCredentials(atls.Config{Issuer: opts.Issuer, Verifier: server.Instrument(s.Verifier, s.Metrics), HandshakeTimeout: 20 * time.Second})
+	creds, err := atls.NewCredentials(atls.Config{Issuer: opts.Issuer, Verifier: server.Instrument(s.Verifier, s.Metrics, log), HandshakeTimeout: 20 * time.Second})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -68,6 +68,7 @@ type (
 	timeouts struct {
 		ControlPlaneComponentHealthCheck string `json:"controlPlaneComponentHealthCheck,omitempty"`
 		KubeletHealthCheck               string `json:"kubeletHealthCheck"`
+		KubernetesAPICall                string `json:"kubernetesAPICall"`
 		TLSBootstrap                     string `json:"tlsBootstrap,omitempty"`
 	}
 	discovery struct {
@@ -167,9 +168,11 @@ func (i Init) Validate() error {
 // that needs Services installs its own proxy and DNS from images it trusts.
 var SkippedInitPhases = []string{"addon/kube-proxy", "addon/coredns"}
 
-// slowStart bounds kubeadm's waits for kubelet and the control plane. A
-// failed kubeadm is terminal for a node (it is never run twice), so waiting
-// longer than kubeadm's 4 minutes on a slow machine beats failing.
+// slowStart bounds kubeadm's waits for kubelet, the control plane and its
+// retries of API calls. A failed kubeadm is terminal for a node (it is never
+// run twice), so waiting longer than kubeadm's defaults (4 minutes, 1 minute
+// for API calls) on a slow machine beats failing: a fresh API server on a
+// small confidential VM can take longer than that to answer its first writes.
 const slowStart = "10m0s"
 
 // PreflightKubeletConf is kubeadm join's preflight check that refuses an
@@ -238,7 +241,7 @@ func JoinConfiguration(j Join) ([]byte, error) {
 		// the client certificate the join service issued after attestation
 		// (KubeletKubeconfig); kubeadm's preflight would refuse the file.
 		NodeRegistration: nodeRegistration{Name: j.NodeName, IgnorePreflightErrors: []string{PreflightKubeletConf}},
-		Timeouts:         timeouts{KubeletHealthCheck: slowStart, TLSBootstrap: slowStart},
+		Timeouts:         timeouts{KubeletHealthCheck: slowStart, KubernetesAPICall: slowStart, TLSBootstrap: slowStart},
 	}
 	if j.CertificateKey != "" {
 		doc.ControlPlane = &joinControlPlane{CertificateKey: j.CertificateKey}
@@ -267,7 +270,7 @@ func InitConfiguration(i Init) ([]byte, error) {
 		NodeRegistration: nodeRegistration{Name: i.NodeName},
 		CertificateKey:   i.CertificateKey,
 		SkipPhases:       SkippedInitPhases,
-		Timeouts:         timeouts{ControlPlaneComponentHealthCheck: slowStart, KubeletHealthCheck: slowStart},
+		Timeouts:         timeouts{ControlPlaneComponentHealthCheck: slowStart, KubeletHealthCheck: slowStart, KubernetesAPICall: slowStart},
 	})
 	if err != nil {
 		return nil, err

@@ -166,7 +166,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	m := metrics.New()
 	creds, err := atls.NewCredentials(atls.Config{
 		Issuer:           issuer,
-		Verifier:         server.Instrument(ver, m),
+		Verifier:         server.Instrument(ver, m, log),
 		HandshakeTimeout: cfg.HandshakeTimeout.Duration,
 	})
 	if err != nil {

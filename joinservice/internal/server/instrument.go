@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/cloister-dev/cloister/internal/attestation"
@@ -27,11 +28,13 @@ type verificationObserver interface {
 type InstrumentedVerifier struct {
 	next evidenceVerifier
 	obs  verificationObserver
+	log  *slog.Logger
 }
 
-// Instrument wraps next.
-func Instrument(next evidenceVerifier, obs verificationObserver) *InstrumentedVerifier {
-	return &InstrumentedVerifier{next: next, obs: obs}
+// Instrument wraps next; refusals are also logged to log, one audit line
+// each with the failed check (expected vs. actual).
+func Instrument(next evidenceVerifier, obs verificationObserver, log *slog.Logger) *InstrumentedVerifier {
+	return &InstrumentedVerifier{next: next, obs: obs, log: log}
 }
 
 // Validate implements the attested TLS verifier.
@@ -40,8 +43,13 @@ func (v *InstrumentedVerifier) Validate(ctx context.Context, ev *attestationv1.E
 	claims, err := v.next.Validate(ctx, ev, userData)
 	variant := boundedVariant(ev.GetVariant())
 	if err != nil {
+		reason := RejectionReason(err)
 		v.obs.Verification(variant, "refused", time.Since(start))
-		v.obs.Rejection("attestation", RejectionReason(err))
+		v.obs.Rejection("attestation", reason)
+		// The error names the check with what the policy wants and what
+		// the evidence shows; it holds no secret.
+		v.log.WarnContext(ctx, "attestation refused", "audit", true, "decision", "refused", "stage", "attestation",
+			"variant", variant, "reason", reason, "error", err.Error())
 		return nil, err
 	}
 	v.obs.Verification(variant, "accepted", time.Since(start))
@@ -52,7 +60,10 @@ func (v *InstrumentedVerifier) Validate(ctx context.Context, ev *attestationv1.E
 func (v *InstrumentedVerifier) Challenge(ctx context.Context, ev *attestationv1.Evidence, userData []byte) (*attestationv1.ActivationChallenge, error) {
 	ch, err := v.next.Challenge(ctx, ev, userData)
 	if err != nil {
-		v.obs.Rejection("attestation", RejectionReason(err))
+		reason := RejectionReason(err)
+		v.obs.Rejection("attestation", reason)
+		v.log.WarnContext(ctx, "attestation refused", "audit", true, "decision", "refused", "stage", "activation",
+			"variant", boundedVariant(ev.GetVariant()), "reason", reason, "error", err.Error())
 	}
 	return ch, err
 }
