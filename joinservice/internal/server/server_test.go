@@ -354,6 +354,11 @@ func TestJoinRefusals(t *testing.T) {
 			if after != before+1 {
 				t.Errorf("rejections{stage=%s,reason=%s} went %v → %v, want +1", tt.stage, tt.wantCheck, before, after)
 			}
+			// An attestation refusal happens in the handshake, before any
+			// handler: the verifier writes the audit line, naming the check.
+			if tt.stage == "attestation" && !auditRefusal(env.Logs(), tt.wantCheck) {
+				t.Errorf("no audit line \"attestation refused\" with reason %q in the logs:\n%s", tt.wantCheck, env.Logs())
+			}
 		})
 	}
 	tokens, err := env.Cluster.Client.CoreV1().Secrets("kube-system").List(context.Background(), metav1.ListOptions{})
@@ -363,6 +368,23 @@ func TestJoinRefusals(t *testing.T) {
 	if len(tokens.Items) != 0 {
 		t.Errorf("refused requests left %d bootstrap tokens behind", len(tokens.Items))
 	}
+}
+
+// auditRefusal reports whether logs hold an "attestation refused" audit
+// line with reason check.
+func auditRefusal(logs, check string) bool {
+	for _, l := range strings.Split(logs, "\n") {
+		var e struct {
+			Msg    string `json:"msg"`
+			Audit  bool   `json:"audit"`
+			Reason string `json:"reason"`
+			Error  string `json:"error"`
+		}
+		if json.Unmarshal([]byte(l), &e) == nil && e.Msg == "attestation refused" && e.Audit && e.Reason == check && strings.Contains(e.Error, check) {
+			return true
+		}
+	}
+	return false
 }
 
 func TestRejoinRefusesMalformedUUIDAndLatchedNode(t *testing.T) {
