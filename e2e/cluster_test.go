@@ -2,7 +2,8 @@ package e2e
 
 import (
 	"context"
-	"fmt"
+	"crypto/rand"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -16,128 +17,130 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cloister-dev/cloister/e2e/internal/harness"
+	"github.com/cloister-dev/cloister/e2e/internal/scenario"
 	"github.com/cloister-dev/cloister/internal/keys"
 	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
 
+// The CLI's exit codes (docs/cli.md) the scenarios expect.
 const (
-	// kubeAPIPort is the API server's port in a control-plane guest.
-	kubeAPIPort = 6443
-	// metricsPort is the join service's Prometheus port.
-	metricsPort = 9091
+	exitOK          = 0
+	exitNodeRefused = 5
 )
 
 var (
-	// joinedNow is the bootstrapper's last transition of a join or init.
-	joinedNow = regexp.MustCompile(`bootstrapper\[\d+\]: .*"msg":"state transition".*"phase":"joined"`)
-	// rejoinReady is disk-mapper opening a keyed disk with the key a join
-	// service released after a reboot.
-	rejoinReady = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"state disk ready".*"formatted":false,"key_source":"rejoin"`)
 	// bootstrapTokenText is a kubeadm bootstrap token in clear.
 	bootstrapTokenText = regexp.MustCompile(`\b[a-z0-9]{6}\.[a-z0-9]{16}\b`)
-	// clusterFailures end a wait early on a Kubernetes node: a Cloister
-	// unit failed, or the boot did.
-	clusterFailures = []*regexp.Regexp{
-		regexp.MustCompile(`Failed to start .*(disk-mapper|[Bb]ootstrapper|[Cc]loister)`),
-		regexp.MustCompile(`Kernel panic`),
-		regexp.MustCompile(`(disk-mapper|bootstrapper)\[\d+\]: .*"level":"ERROR"`),
+	// recoveryServing is disk-mapper's recovery.v1 server up.
+	recoveryServing = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"serving recovery"`)
+	// rejoinFailed is an attempt to reach the configured join service.
+	rejoinFailed = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"rejoin attempt failed"`)
+	// recoveryRefused is disk-mapper refusing a recovery key.
+	recoveryRefused = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"recovery key refused"`)
+	// recoveredReady is disk-mapper opening the disk with the operator's key.
+	recoveredReady = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"state disk ready".*"formatted":false,"key_source":"recovery"`)
+	// clusterFailures end a wait early on a Kubernetes node.
+	clusterFailures = append([]*regexp.Regexp{
 		regexp.MustCompile(`"msg":"state transition".*"phase":"failed"`),
+	}, scenario.BootFailures...)
+	// rebootFailures end a wait at a reboot early: only disk-mapper and the
+	// kernel must not fail (a waiting disk-mapper logs failed rejoins).
+	rebootFailures = []*regexp.Regexp{
+		regexp.MustCompile(`Failed to start .*disk-mapper`),
+		regexp.MustCompile(`Kernel panic`),
+		regexp.MustCompile(`disk-mapper\[\d+\]: .*"level":"ERROR"`),
 	}
 )
 
-// TestClusterInitJoinReboot is the whole chain with real Kubernetes: a
-// control-plane VM is initialized by `cloister init` (real kubeadm init with
-// etcd, API server, controller manager and scheduler as static pods from the
-// image's built-in container images); a worker VM attests to the join
-// service that the control plane started, gets its disk key, a bootstrap
-// token, the CA pins and a kubelet client certificate, and runs real
-// kubeadm join. From the host, client-go through the forwarded API port
-// sees both Nodes Ready; the worker's kubelet certificate is the one the
-// join service had signed (no CSR of the kubelet's own); the worker's
-// bootstrap token is gone. Then the worker reboots: disk-mapper gets its
-// key back from the join service by itself and extends the latch with the
-// cluster ID, and the same Node comes back Ready with its state intact.
-func TestClusterInitJoinReboot(t *testing.T) {
-	cp := newControlPlane(t, nodeOptions{kubernetes: true})
-	endpoint := "10.0.2.2:" + strconv.Itoa(cp.node.HostPort(kubeAPIPort))
+// TestCluster is the whole chain with real Kubernetes, one cluster for all
+// of its stages (a control plane under TCG takes minutes to start):
+//
+//  1. init: `cloister init` attests the control-plane VM and runs real
+//     kubeadm init (etcd, API server, controller manager and scheduler as
+//     static pods from the image's built-in container images);
+//  2. outage + join: a worker VM boots while its path to the join service is
+//     down, keeps trying and says why it waits, then joins by itself: disk
+//     key, bootstrap token, CA pins and a kubelet client certificate through
+//     the attested join, real kubeadm join. From the host, client-go sees
+//     both Nodes Ready, the worker's kubelet certificate is the attested one
+//     (no CSR of the kubelet's own), its bootstrap token is gone, `cloister
+//     verify` shows the control plane's latch holding the cluster ID;
+//  3. tamper: a VM booting a modified initrd is refused; the join service's
+//     audit log and metrics name the PCR, the node's status says why it
+//     waits, no Node appears;
+//  4. reboot: the worker power-cycles; disk-mapper gets its key back from the
+//     join service and extends the latch with the cluster ID; the same Node
+//     comes back Ready; its files on the encrypted disk are intact;
+//  5. manual recovery: the worker power-cycles while no join service is
+//     reachable; `cloister recover` with another cluster's directory is
+//     refused, with the right one the disk opens and the Node comes back.
+//
+// Both state disks are LUKS2 (cryptsetup luksDump on the host) and what
+// the nodes wrote is not visible in their raw images; no serial console
+// shows a bootstrap token.
+func TestCluster(t *testing.T) {
+	harness.Enabled(t)
+	c := scenario.New(t, scenario.Options{Kubernetes: true})
+	cp := c.ControlPlane
+	endpoint := "10.0.2.2:" + strconv.Itoa(cp.HostPort(scenario.KubeAPIPort))
 
 	// 1. Control plane: cloister init.
-	cpVM := bootUntilWaiting(t, cp.node)
+	cpVM := scenario.BootUntilWaiting(t, cp)
 	cpVM.Console.FailOn = clusterFailures
-	start := time.Now()
-	if _, stderr, err := cliResult(cp.cli, 30*time.Minute, append([]string{"init", "--node", cp.node.Addr(attestedPort), "--policy", cp.policy,
-		"--cluster-dir", cp.clusterDir, "--control-plane-endpoint", endpoint}, cp.roots...)...); err != nil {
-		cpVM.Stop()
-		t.Fatalf("cloister init: %v\n%s\nkubeadm's log on the control plane's state disk:\n%s", err, stderr, stateFile(t, cp.node, cp.clusterDir, "kubeadm.log"))
-	}
-	t.Logf("cloister init (kubeadm init included): %s; control plane up %s after QEMU start",
-		time.Since(start).Round(time.Second), time.Since(cpVM.Started).Round(time.Second))
-	clusterID := clusterIDOf(t, cp.clusterDir)
-	kube := kubeClient(t, cp.clusterDir+"/kubeconfig", cp.node.Addr(kubeAPIPort))
-	waitNode(t, kube, "cp-1", 10*time.Minute, nodeReady)
+	clusterID := c.Init(t, cpVM, endpoint)
+	t.Logf("control plane initialized %s after QEMU start", since(cpVM.Started))
+	kube := c.Kube(t)
+	scenario.WaitNode(t, kube, "cp-1", 10*time.Minute, scenario.Ready)
+	t.Logf("cp-1 Ready %s after QEMU start", since(cpVM.Started))
 
 	// 2. Worker: boots during an outage of the join service (its address
 	// is a proxy that drops every connection), keeps trying, says why it
 	// waits, and joins by itself once the service is back.
-	proxy := harness.NewProxy(t, cp.node.Addr(joinServicePort), false)
-	worker := cp.newWorker(t, "worker-1", proxy.Port())
+	proxy := harness.NewProxy(t, cp.Addr(scenario.JoinServicePort), false)
+	worker := c.NewWorker(t, "worker-1", proxy.Port())
 	wVM := worker.Boot(t)
 	wVM.Console.FailOn = clusterFailures
-	wVM.Expect(t, diskReady, 5*time.Minute)
-	st := harness.WaitStatus(t, worker.Addr(statusPort), 5*time.Minute, func(r *statusv1.GetResponse) bool {
+	wVM.Expect(t, scenario.DiskFormatted, 5*time.Minute)
+	st := harness.WaitStatus(t, worker.Addr(scenario.StatusPort), 5*time.Minute, func(r *statusv1.GetResponse) bool {
 		return r.GetComponent() == "bootstrapper" && r.GetAttempts() >= 2 && r.GetLastError() != ""
 	})
 	t.Logf("outage: worker-1 %s after %d attempts: %s", st.GetPhase(), st.GetAttempts(), st.GetLastError())
 	proxy.SetUp(true)
-	wVM.Expect(t, joinedNow, 20*time.Minute)
-	n := waitNode(t, kube, "worker-1", 10*time.Minute, nodeRegistered)
-	t.Logf("worker-1: power-on to Node registered %s", time.Since(wVM.Started).Round(time.Second))
-	n = waitNode(t, kube, "worker-1", 10*time.Minute, nodeReady)
-	t.Logf("worker-1: power-on to Node Ready %s", time.Since(wVM.Started).Round(time.Second))
+	up := time.Now()
+	wVM.Expect(t, scenario.Joined, 20*time.Minute)
+	t.Logf("worker-1 joined %s after the join service came back", since(up))
+	n := scenario.WaitNode(t, kube, "worker-1", 10*time.Minute, scenario.Registered)
+	t.Logf("worker-1: power-on to Node registered %s", since(wVM.Started))
+	n = scenario.WaitNode(t, kube, "worker-1", 10*time.Minute, scenario.Ready)
+	t.Logf("worker-1: power-on to Node Ready %s", since(wVM.Started))
 	uid := n.UID
 
 	checkKubeletCertFromJoin(t, kube, "worker-1")
-	// The control plane's verify through its join service: the latch holds
-	// the cluster ID.
-	out := runCLI(t, cp.cli, 3*time.Minute, append([]string{"verify", "--node", cp.node.Addr(joinServicePort), "--policy", cp.policy, "--cluster-dir", cp.clusterDir, "-o", "json"}, cp.roots...)...)
+	waitNoCloisterTokens(t, kube, 4*time.Minute)
+	out := scenario.RunCLI(t, c.CLI, 3*time.Minute, append([]string{"verify", "--node", cp.Addr(scenario.JoinServicePort), "--policy", c.Policy, "--cluster-dir", c.ClusterDir, "-o", "json"}, c.Roots...)...)
 	if latch := verifyLatch(t, out); !latch.Match || latch.ClusterID != clusterID {
 		t.Errorf("cloister verify of the control plane: latch %+v, want it to hold cluster ID %s", latch, clusterID)
 	}
-	waitNoCloisterTokens(t, kube, 4*time.Minute)
-
-	// Both state disks are LUKS2 with a keyed token; the kubelet's files on
-	// the worker's disk are only ciphertext.
-	for _, node := range []*harness.Node{cp.node, worker} {
-		md, _ := harness.LUKSDump(t, node.StateDisk)
-		if tok := md.Tokens["0"]; tok.Type != "cloister-state" || !tok.Keyed || tok.Generation != 1 {
-			t.Errorf("%s: state disk token %+v, want a keyed cloister-state token, generation 1", node.Config.Name, md.Tokens)
-		}
-	}
-	if leaked := harness.ContainsAny(t, worker.StateDisk, []byte("kubelet-client-current.pem"), []byte("system:node:worker-1"), []byte("bootstrapper-state.json")); len(leaked) > 0 {
-		t.Errorf("worker's raw state disk shows plaintext: %q", leaked)
-	}
 
 	// 3. Tamper: a node whose initrd differs by a few bytes boots with the
-	// cluster's configuration. The join service refuses it and names the
-	// PCR, in its log and its metrics; the node's status says why it waits.
-	tamperedESP := harness.NewESP(t, t.TempDir(), cp.image.Vmlinuz, tamperedInitrd(t, cp.image.Initrd), harness.KernelCmdline(cp.image.Cmdline))
-	tampered := cp.newNode(t, "tampered", tamperedESP, proxy.Port(), "worker-2")
+	// cluster's configuration.
+	tamperedESP := harness.NewESP(t, t.TempDir(), c.Image.Vmlinuz, tamperedInitrd(t, c.Image.Initrd), harness.KernelCmdline(c.Image.Cmdline))
+	tampered := c.NewNode(t, "tampered", tamperedESP, proxy.Port(), "worker-2")
 	tVM := tampered.Boot(t)
-	tVM.Console.FailOn = bootFailures
-	tVM.Expect(t, diskReady, 5*time.Minute)
-	st = harness.WaitStatus(t, tampered.Addr(statusPort), 5*time.Minute, func(r *statusv1.GetResponse) bool {
+	tVM.Console.FailOn = scenario.BootFailures
+	tVM.Expect(t, scenario.DiskFormatted, 5*time.Minute)
+	st = harness.WaitStatus(t, tampered.Addr(scenario.StatusPort), 5*time.Minute, func(r *statusv1.GetResponse) bool {
 		return r.GetComponent() == "bootstrapper" && strings.Contains(r.GetLastError(), "pcr[")
 	})
 	pcr := regexp.MustCompile(`pcr\[\d+\]`).FindString(st.GetLastError())
 	t.Logf("tampered node waits: %s", st.GetLastError())
-	refusal := regexp.MustCompile(`joinservice\[\d+\]: .*"decision":"refused".*` + regexp.QuoteMeta(pcr))
-	if !refusal.MatchString(consoleText(t, cpVM)) {
-		t.Errorf("the join service's log has no refusal naming %s", pcr)
+	refusal := regexp.MustCompile(`joinservice\[\d+\]: .*"msg":"attestation refused".*"reason":"` + regexp.QuoteMeta(pcr) + `"`)
+	if !refusal.MatchString(scenario.ConsoleText(t, cpVM)) {
+		t.Errorf("the join service's log has no audit line refusing the attestation for %s", pcr)
 	}
-	metrics := httpGet(t, "http://"+cp.node.Addr(metricsPort)+"/metrics")
+	metrics := httpGet(t, "http://"+cp.Addr(scenario.MetricsPort)+"/metrics")
 	if want := `cloister_joinservice_rejections_total{reason="` + pcr + `",stage="attestation"}`; !strings.Contains(metrics, want) {
 		t.Errorf("join service metrics lack %s", want)
 	}
@@ -146,206 +149,113 @@ func TestClusterInitJoinReboot(t *testing.T) {
 	}
 	tVM.Stop()
 
-	// 4. The worker reboots (power cut): the join service gives the key
-	// back, no operator involved.
+	// 4. The worker power-cycles: the join service gives the key back.
 	wVM.Stop()
 	wVM = worker.Boot(t)
 	wVM.Console.FailOn = rebootFailures
-	wVM.Expect(t, keyedDiskWaits, 5*time.Minute)
-	m := wVM.Expect(t, latchExtended, 5*time.Minute)
-	if m[1] != clusterID {
+	wVM.Expect(t, scenario.KeyedDiskWaits, 5*time.Minute)
+	if m := wVM.Expect(t, scenario.LatchExtended, 5*time.Minute); m[1] != clusterID {
 		t.Errorf("after the reboot disk-mapper extended the latch with %s, want the cluster ID %s", m[1], clusterID)
 	}
-	wVM.Expect(t, rejoinReady, 2*time.Minute)
-	wVM.Expect(t, bootstrapperJoinedBefore, 2*time.Minute)
-	harness.WaitStatus(t, worker.Addr(statusPort), 2*time.Minute, func(r *statusv1.GetResponse) bool {
-		return r.GetComponent() == "bootstrapper" && r.GetPhase() == "joined"
+	wVM.Expect(t, scenario.RejoinReady, 2*time.Minute)
+	wVM.Expect(t, scenario.JoinedBefore, 2*time.Minute)
+	waitSameNodeReady(t, kube, "worker-1", uid)
+	t.Logf("worker-1: power-on to the same Node Ready again %s", since(wVM.Started))
+
+	// 5. The worker power-cycles with no join service reachable: the
+	// operator recovers it.
+	wVM.Stop()
+	proxy.SetUp(false)
+	wVM = worker.Boot(t)
+	wVM.Console.FailOn = rebootFailures
+	m := wVM.Expect(t, scenario.KeyedDiskWaits, 5*time.Minute)
+	diskUUID := m[1]
+	wVM.Expect(t, recoveryServing, time.Minute)
+	wVM.Expect(t, rejoinFailed, 2*time.Minute)
+	wrong := otherClusterDir(t)
+	recoverArgs := func(dir string) []string {
+		return append([]string{"recover", "--node", worker.Addr(scenario.AttestedPort), "--policy", c.Policy, "--cluster-dir", dir}, c.Roots...)
+	}
+	if _, stderr, code := scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(wrong)...); code != exitNodeRefused {
+		t.Errorf("cloister recover with another cluster's directory: exit %d, want %d\n%s", code, exitNodeRefused, stderr)
+	}
+	wVM.Expect(t, recoveryRefused, time.Minute)
+	harness.WaitStatus(t, worker.Addr(scenario.StatusPort), time.Minute, func(r *statusv1.GetResponse) bool {
+		return r.GetComponent() == "disk-mapper" && r.GetPhase() == "waiting-for-key"
 	})
+	start := time.Now()
+	if out, stderr, code := scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(c.ClusterDir)...); code != exitOK || !strings.Contains(out+stderr, diskUUID) {
+		t.Fatalf("cloister recover: exit %d, want %d and the disk UUID %s\n%s%s", code, exitOK, diskUUID, out, stderr)
+	}
+	if m := wVM.Expect(t, scenario.LatchExtended, time.Minute); m[1] != clusterID {
+		t.Errorf("after the recovery disk-mapper extended the latch with %s, want %s", m[1], clusterID)
+	}
+	wVM.Expect(t, recoveredReady, time.Minute)
+	t.Logf("cloister recover to disk ready: %s", since(start))
+	wVM.Expect(t, scenario.JoinedBefore, 2*time.Minute)
+	waitSameNodeReady(t, kube, "worker-1", uid)
+
+	// What the nodes wrote is on their disks only as ciphertext; the
+	// worker's kubelet files are intact after three boots.
+	for _, vm := range []*harness.VM{cpVM, wVM} {
+		for _, l := range bootstrapTokenText.FindAllString(scenario.ConsoleText(t, vm), -1) {
+			t.Errorf("a serial console shows a bootstrap token in clear (%s…)", l[:6])
+		}
+	}
+	wVM.Stop()
+	cpVM.Stop()
+	for _, node := range []*harness.Node{cp, worker} {
+		md, _ := harness.LUKSDump(t, node.StateDisk)
+		if tok := md.Tokens["0"]; tok.Type != "cloister-state" || !tok.Keyed || tok.Generation != 1 {
+			t.Errorf("%s: state disk token %+v, want a keyed cloister-state token, generation 1", node.Config.Name, md.Tokens)
+		}
+	}
+	if leaked := harness.ContainsAny(t, worker.StateDisk, []byte("kubelet-client-current.pem"), []byte("system:node:worker-1"), []byte("bootstrapper-state.json")); len(leaked) > 0 {
+		t.Errorf("worker's raw state disk shows plaintext: %q", leaked)
+	}
+	if kc := c.StateFile(t, worker, "k8s/etc-kubernetes/kubelet.conf"); !strings.Contains(kc, "client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem") {
+		t.Errorf("worker's kubelet.conf on the decrypted state disk does not name the attested certificate:\n%s", kc)
+	}
+}
+
+// waitSameNodeReady waits until the Node name, with uid, is Ready again
+// after a reboot.
+func waitSameNodeReady(t *testing.T, kube kubernetes.Interface, name string, uid any) {
+	t.Helper()
 	rebooted := time.Now()
-	n = waitNode(t, kube, "worker-1", 10*time.Minute, func(n *corev1.Node) bool {
-		return nodeReady(n) && readySince(n).After(rebooted.Add(-2*time.Minute))
+	n := scenario.WaitNode(t, kube, name, 10*time.Minute, func(n *corev1.Node) bool {
+		return scenario.Ready(n) && scenario.ReadySince(n).After(rebooted.Add(-5*time.Minute))
 	})
 	if n.UID != uid {
-		t.Errorf("after the reboot worker-1 is a new Node (uid %s, was %s)", n.UID, uid)
-	}
-	t.Logf("worker-1: reboot to Node Ready again %s", time.Since(wVM.Started).Round(time.Second))
-
-	// No bootstrap token in clear on either serial console.
-	for name, vm := range map[string]*harness.VM{"cp": cpVM, "worker-1": wVM} {
-		if tok := bootstrapTokenText.FindString(consoleText(t, vm)); tok != "" {
-			t.Errorf("%s: serial console shows a bootstrap token in clear (%s…)", name, tok[:6])
-		}
+		t.Errorf("after the reboot %s is a new Node (uid %s, was %v)", name, n.UID, uid)
 	}
 }
 
-// stateFile reads path from a powered-off node's state disk, decrypted on
-// the host with the disk key derived from the cluster's secrets
-// (generation 1); a read error is returned as the text.
-func stateFile(t testing.TB, node *harness.Node, clusterDir, path string) string {
+// otherClusterDir is a cluster directory with fresh secrets: another
+// cluster's, whose derived disk key opens nothing here.
+func otherClusterDir(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(clusterDir, "cluster-secrets.json"))
-	if err != nil {
-		return err.Error()
-	}
-	secrets, err := keys.ParseClusterSecrets(b)
-	if err != nil {
-		return err.Error()
-	}
-	fs := harness.DecryptStateDisk(t, node.StateDisk, func(uuid string) []byte {
-		k, err := secrets.DiskKey(uuid, keys.FirstGeneration)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	})
-	out, err := fs.ReadFile(t, path)
-	if err != nil {
-		return err.Error()
-	}
-	return string(out)
-}
-
-// tamperedInitrd is a copy of initrd with 512 zero bytes appended: the
-// kernel unpacks it the same way (trailing zeros are cpio padding), but its
-// measurement differs.
-func tamperedInitrd(t testing.TB, initrd string) string {
-	t.Helper()
-	b, err := os.ReadFile(initrd)
+	s, err := keys.NewClusterSecrets(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(t.TempDir(), "initrd-tampered.img")
-	if err := os.WriteFile(out, append(b, make([]byte, 512)...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// httpGet returns the body of a GET that must answer 200.
-func httpGet(t testing.TB, url string) string {
-	t.Helper()
-	c := &http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s, %v", url, resp.Status, err)
-	}
-	return string(b)
-}
-
-// newWorker prepares a worker of cp's cluster: the same boot disk and root
-// image, the cluster's policy and EK roots baked in, and 10.0.2.2:joinPort
-// (a host port that reaches the control plane's join service) as its join
-// endpoint, for the first join and after reboots.
-func (cp *controlPlane) newWorker(t *testing.T, name string, joinPort int) *harness.Node {
-	t.Helper()
-	return cp.newNode(t, name, cp.esp, joinPort, name)
-}
-
-// newNode is newWorker with its own boot disk and Kubernetes node name.
-func (cp *controlPlane) newNode(t *testing.T, name, esp string, joinPort int, nodeName string) *harness.Node {
-	t.Helper()
-	join := "10.0.2.2:" + strconv.Itoa(joinPort)
-	return harness.NewNode(t, harness.NodeConfig{
-		Name:     name,
-		ESP:      esp,
-		RootDisk: cp.image.Root,
-		RootFiles: map[string][]byte{
-			"/etc/cloister/join-service-policy.yaml": cp.policyDoc,
-			"/etc/cloister/trust/tpm-ek-roots.pem":   cp.rootsPEM,
-			"/etc/cloister/node.yaml":                fmt.Appendf(nil, "joinEndpoints: [%q]\n", join),
-		},
-		OEMStrings:   []string{"cloister.role=worker", "cloister.node=" + nodeName, "cloister.join=" + join},
-		StateDiskMiB: 2048,
-		Forwards:     []int{statusPort},
-		TPMCA:        cp.ca,
-		OVMF:         true,
-		MemoryMiB:    2048,
-		Timeout:      40 * time.Minute,
-	})
-}
-
-// kubeClient is a clientset for the admin kubeconfig `cloister init` saved,
-// dialing the API server through its 127.0.0.1 forward. The server
-// certificate is checked against the cluster CA under the name
-// "kubernetes", which kubeadm puts into it (the guest-side address in the
-// kubeconfig is not reachable from the host).
-func kubeClient(t testing.TB, kubeconfig, addr string) kubernetes.Interface {
-	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatalf("loading the admin kubeconfig: %v", err)
-	}
-	cfg.Host = "https://" + addr
-	cfg.TLSClientConfig.ServerName = "kubernetes"
-	cfg.Timeout = 30 * time.Second
-	c, err := kubernetes.NewForConfig(cfg)
+	b, err := keys.MarshalClusterSecrets(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
-}
-
-// waitNode polls the Node name until ok holds and returns it.
-func waitNode(t testing.TB, kube kubernetes.Interface, name string, d time.Duration, ok func(*corev1.Node) bool) *corev1.Node {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var last string
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		n, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		cancel()
-		switch {
-		case err == nil && ok(n):
-			return n
-		case err == nil:
-			last = fmt.Sprintf("conditions %v", conditions(n))
-		default:
-			last = err.Error()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Node %s: not as expected after %s: %s", name, d, last)
-		}
-		time.Sleep(5 * time.Second)
+	dir := filepath.Join(t.TempDir(), "other-cluster")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func nodeRegistered(*corev1.Node) bool { return true }
-
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
+	if err := os.WriteFile(filepath.Join(dir, "cluster-secrets.json"), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	return false
-}
-
-// readySince is when the Node's Ready condition last changed.
-func readySince(n *corev1.Node) time.Time {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.LastTransitionTime.Time
-		}
-	}
-	return time.Time{}
-}
-
-func conditions(n *corev1.Node) map[corev1.NodeConditionType]string {
-	out := map[corev1.NodeConditionType]string{}
-	for _, c := range n.Status.Conditions {
-		out[c.Type] = string(c.Status) + " (" + c.Reason + ")"
-	}
-	return out
+	return dir
 }
 
 // checkKubeletCertFromJoin: the only kubelet client CSR for node is the one
 // the join service created after the attested join (it carries the join
-// service's label and was approved); the kubelet made none of its own.
+// service's label and was issued); the kubelet made none of its own.
 func checkKubeletCertFromJoin(t testing.TB, kube kubernetes.Interface, node string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -399,3 +309,57 @@ func waitNoCloisterTokens(t testing.TB, kube kubernetes.Interface, d time.Durati
 		time.Sleep(10 * time.Second)
 	}
 }
+
+// tamperedInitrd is a copy of initrd with 512 zero bytes appended: the
+// kernel unpacks it the same way (trailing zeros are cpio padding), but its
+// measurement differs.
+func tamperedInitrd(t testing.TB, initrd string) string {
+	t.Helper()
+	b, err := os.ReadFile(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "initrd-tampered.img")
+	if err := os.WriteFile(out, append(b, make([]byte, 512)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// httpGet returns the body of a GET that must answer 200.
+func httpGet(t testing.TB, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s, %v", url, resp.Status, err)
+	}
+	return string(b)
+}
+
+// latchReport is the latch part of `cloister verify -o json`.
+type latchReport struct {
+	Register  string `json:"register"`
+	ClusterID string `json:"clusterID"`
+	Want      string `json:"want"`
+	Got       string `json:"got"`
+	Match     bool   `json:"match"`
+}
+
+func verifyLatch(t testing.TB, out string) latchReport {
+	t.Helper()
+	var r struct {
+		Latch *latchReport `json:"latch"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Latch == nil {
+		t.Fatalf("cloister verify -o json: no latch report (%v) in:\n%s", err, out)
+	}
+	return *r.Latch
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }

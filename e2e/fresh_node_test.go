@@ -6,34 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"testing"
 	"time"
 
 	"github.com/cloister-dev/cloister/e2e/internal/harness"
+	"github.com/cloister-dev/cloister/e2e/internal/scenario"
 	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
 
 // Ports the image's daemons serve on (disk-mapper recovery, then the
 // bootstrapper's init server, on 9100; status.v1 on 9101).
-const (
-	attestedPort = 9100
-	statusPort   = 9101
-)
-
-var (
-	diskReady = regexp.MustCompile(`"msg":"state disk ready".*"formatted":true`)
-	// The bootstrapper logs its configuration right before it waits.
-	bootstrapperWaiting = regexp.MustCompile(`bootstrapper\[\d+\]: .*"msg":"node configuration".*"node":"([a-z0-9-]+)"`)
-)
-
-// bootFailures end a wait early: a Cloister unit failed, or the boot did.
-var bootFailures = []*regexp.Regexp{
-	regexp.MustCompile(`Failed to start .*(disk-mapper|[Bb]ootstrapper|[Cc]loister)`),
-	regexp.MustCompile(`Kernel panic`),
-	regexp.MustCompile(`(disk-mapper|bootstrapper)\[\d+\]: .*"level":"ERROR"`),
-}
-
 // plaintextMarkers are names the guest writes into /var/lib/cloister on a
 // fresh node: ext4's lost+found, and the bootstrapper's kubeadm log it opens
 // before it waits. On an encrypted disk they must not be in the raw image.
@@ -55,19 +37,19 @@ func TestFreshNodeFormatsItsStateDisk(t *testing.T) {
 		RootDisk:     img.Root,
 		Cmdline:      img.Cmdline + " cloister.role=control-plane cloister.node=fresh-1",
 		StateDiskMiB: 512,
-		Forwards:     []int{attestedPort, statusPort},
+		Forwards:     []int{scenario.AttestedPort, scenario.StatusPort},
 		TPMCA:        harness.NewTPMCA(t),
 		OVMF:         true,
 		MemoryMiB:    2048,
 		Timeout:      8 * time.Minute,
 	})
 	vm := node.Boot(t)
-	vm.Console.FailOn = bootFailures
-	vm.Expect(t, diskReady, 5*time.Minute)
-	if m := vm.Expect(t, bootstrapperWaiting, 2*time.Minute); m[1] != "fresh-1" {
+	vm.Console.FailOn = scenario.BootFailures
+	vm.Expect(t, scenario.DiskFormatted, 5*time.Minute)
+	if m := vm.Expect(t, scenario.BootstrapperWaiting, 2*time.Minute); m[1] != "fresh-1" {
 		t.Errorf("bootstrapper's node name: want fresh-1 (kernel command line), got %s", m[1])
 	}
-	st := harness.WaitStatus(t, node.Addr(statusPort), time.Minute, func(r *statusv1.GetResponse) bool {
+	st := harness.WaitStatus(t, node.Addr(scenario.StatusPort), time.Minute, func(r *statusv1.GetResponse) bool {
 		return r.GetComponent() == "bootstrapper" && r.GetPhase() == "waiting-for-init-or-join"
 	})
 	t.Logf("bootstrapper waiting after %s; disk %s", time.Since(vm.Started).Round(100*time.Millisecond), st.GetDiskUuid())

@@ -1,64 +1,124 @@
-// Command demo walks through Cloister's main job on this machine, with real
-// components where the host allows them: a node with a real TPM 2.0 (swtpm,
-// EK certificate from its manufacturer CA) attests over mutually attested TLS
-// to the real join service, gets the key of its LUKS2 state disk (real
-// libcryptsetup on a file image), re-keys the disk, extends its cluster-ID
-// latch, is refused a second join, reboots, is refused with a modified boot
-// chain, and gets its key back with the genuine one.
-//
-// What is not real yet, and the output says so: the Kubernetes API behind
-// the join service is client-go's fake clientset, and the disk is a file
-// image (the host kernel has no device-mapper to open it). The QEMU
-// end-to-end tests replace both.
+// Command demo is Cloister's main job, on this machine: two confidential-
+// style VMs (QEMU, OVMF measured boot, a swtpm vTPM with EK certificates, a
+// dm-crypt state disk) booted from the node image (make image) become a
+// Kubernetes cluster. `cloister init` attests the control plane and starts
+// it (real kubeadm init); the worker attests to the control plane's join
+// service, gets its disk key and kubelet credentials and joins (real
+// kubeadm join); the worker reboots and gets its key back by itself. The
+// demo prints each step, then a summary (cluster ID, nodes, logs), and
+// stops every VM.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	e := &env{out: os.Stdout}
-	err := e.guard(func() error { return run(ctx, e) })
-	e.cleanup()
+	e, err := newEnv(os.Stdout)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
 		os.Exit(1)
 	}
+	done := make(chan error, 1)
+	go func() { done <- e.guard(func() error { return run(e) }) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = errors.New("interrupted")
+	}
+	e.finish()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n  details: %s\n", err, e.logsDir)
+		os.Exit(1)
+	}
 }
 
-// env stands in for testing.TB: the test-support packages the demo borrows
-// (swtpm, the in-process join service) report through it. A fatal report
-// unwinds to guard, which turns it into run's error; cleanups run last.
+// env is the harness's TB for a program: fatal reports unwind to guard,
+// which turns them into run's error; cleanups run at the end. Work files
+// live under one directory that is removed at the end; the logs (serial
+// consoles, QEMU and swtpm output, the demo's own detail log) are copied to
+// logsDir first.
 type env struct {
-	out      *os.File
+	out      io.Writer
+	detail   *os.File
+	work     string
+	logsDir  string
+	start    time.Time
 	cleanups []func()
+	failed   bool
 }
 
 type fatal struct{ err error }
 
-func (e *env) Helper()                        {}
-func (e *env) Cleanup(f func())               { e.cleanups = append(e.cleanups, f) }
-func (e *env) Errorf(format string, a ...any) { panic(fatal{fmt.Errorf(format, a...)}) }
-func (e *env) Fatal(a ...any)                 { panic(fatal{errors.New(fmt.Sprint(a...))}) }
-func (e *env) Fatalf(format string, a ...any) { panic(fatal{fmt.Errorf(format, a...)}) }
-func (e *env) Skipf(format string, a ...any) {
-	panic(fatal{fmt.Errorf(format+" (run `make deps` first)", a...)})
+func newEnv(out io.Writer) (*env, error) {
+	work, err := os.MkdirTemp("", "cloister-demo-")
+	if err != nil {
+		return nil, err
+	}
+	logsDir, err := filepath.Abs(filepath.Join(".cache", "demo", time.Now().UTC().Format("20060102T150405Z")))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(logsDir, 0o755); err != nil {
+		return nil, err
+	}
+	detail, err := os.Create(filepath.Join(logsDir, "demo.log"))
+	if err != nil {
+		return nil, err
+	}
+	return &env{out: out, detail: detail, work: work, logsDir: logsDir, start: time.Now()}, nil
+}
+
+func (e *env) Helper()          {}
+func (e *env) Cleanup(f func()) { e.cleanups = append(e.cleanups, f) }
+func (e *env) Failed() bool     { return e.failed }
+func (e *env) Errorf(format string, a ...any) {
+	e.failed = true
+	e.Logf("ERROR: "+format, a...)
+}
+func (e *env) Fatal(a ...any) { e.failed = true; panic(fatal{errors.New(fmt.Sprint(a...))}) }
+func (e *env) Fatalf(format string, a ...any) {
+	e.failed = true
+	panic(fatal{fmt.Errorf(format, a...)})
+}
+func (e *env) Skip(a ...any)                 { e.Fatal(append([]any{"cannot run: "}, a...)...) }
+func (e *env) Skipf(format string, a ...any) { e.Fatalf("cannot run: "+format, a...) }
+
+// Logf goes to the detail log: the harness's markers and timings.
+func (e *env) Logf(format string, a ...any) {
+	fmt.Fprintf(e.detail, "[%s] %s\n", e.elapsed(), fmt.Sprintf(format, a...))
 }
 
 func (e *env) TempDir() string {
-	d, err := os.MkdirTemp("", "cloister-demo-")
+	d, err := os.MkdirTemp(e.work, "t")
 	if err != nil {
 		e.Fatal(err)
 	}
-	e.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+// step prints one line of progress.
+func (e *env) step(format string, a ...any) {
+	line := fmt.Sprintf(format, a...)
+	fmt.Fprintf(e.out, "[%s] %s\n", e.elapsed(), line)
+	e.Logf("STEP %s", line)
+}
+
+func (e *env) elapsed() string {
+	d := time.Since(e.start).Round(time.Second)
+	return fmt.Sprintf("%2d:%02d", int(d.Minutes()), int(d.Seconds())%60)
 }
 
 func (e *env) guard(f func() error) (err error) {
@@ -74,8 +134,36 @@ func (e *env) guard(f func() error) (err error) {
 	return f()
 }
 
-func (e *env) cleanup() {
+// finish stops what the run started (VMs, swtpm: their cleanups), keeps
+// the logs and removes the work directory.
+func (e *env) finish() {
 	for i := len(e.cleanups) - 1; i >= 0; i-- {
 		e.cleanups[i]()
 	}
+	_ = filepath.WalkDir(e.work, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		name := d.Name()
+		if !strings.HasSuffix(name, ".log") && !strings.HasSuffix(name, ".out") && name != "qemu.args" {
+			return nil
+		}
+		rel, err := filepath.Rel(e.work, path)
+		if err != nil {
+			return nil
+		}
+		// t1234/cp/boot-1/serial.log → cp/boot-1/serial.log
+		if i := strings.IndexByte(rel, filepath.Separator); i >= 0 && strings.HasPrefix(rel, "t") {
+			rel = rel[i+1:]
+		}
+		dst := filepath.Join(e.logsDir, rel)
+		if os.MkdirAll(filepath.Dir(dst), 0o755) == nil {
+			if b, err := os.ReadFile(path); err == nil {
+				_ = os.WriteFile(dst, b, 0o644)
+			}
+		}
+		return nil
+	})
+	e.detail.Close()
+	os.RemoveAll(e.work)
 }
