@@ -61,6 +61,16 @@ var BootFailures = []*regexp.Regexp{
 	regexp.MustCompile(`(disk-mapper|bootstrapper)\[\d+\]: .*"level":"ERROR"`),
 }
 
+// kubernetesShape is the machine every node of a Kubernetes cluster gets.
+// One shape for all: OVMF's PCR 0 differs between machines of different
+// CPU counts or memory sizes, so a cluster's nodes are one instance type,
+// as in a cloud. kubeadm's preflight wants 2 CPUs and 1.7 GiB on a control
+// plane; etcd and the API server under TCG want more memory.
+var kubernetesShape = struct {
+	cpus, memoryMiB int
+	stateDiskMiB    int64
+}{2, 3072, 2048}
+
 // Options vary a cluster.
 type Options struct {
 	// ControlPlaneFiles are baked into the control plane's root disk
@@ -132,9 +142,7 @@ func New(t harness.TB, opts Options) *Cluster {
 			Timeout:      10 * time.Minute,
 		}
 		if opts.Kubernetes {
-			// kubeadm's preflight wants 2 CPUs and 1.7 GiB on a control
-			// plane; etcd and the API server under TCG want more memory.
-			cfg.CPUs, cfg.MemoryMiB, cfg.StateDiskMiB = 2, 3072, 2048
+			cfg.CPUs, cfg.MemoryMiB, cfg.StateDiskMiB = kubernetesShape.cpus, kubernetesShape.memoryMiB, kubernetesShape.stateDiskMiB
 			cfg.Forwards = append(cfg.Forwards, KubeAPIPort, MetricsPort)
 			cfg.Timeout = 60 * time.Minute
 		}
@@ -209,11 +217,12 @@ func (c *Cluster) NewNode(t harness.TB, name, esp string, joinPort int, nodeName
 			"/etc/cloister/node.yaml":                fmt.Appendf(nil, "joinEndpoints: [%q]\n", join),
 		},
 		OEMStrings:   []string{"cloister.role=worker", "cloister.node=" + nodeName, "cloister.join=" + join},
-		StateDiskMiB: 2048,
+		StateDiskMiB: kubernetesShape.stateDiskMiB,
 		Forwards:     []int{StatusPort},
 		TPMCA:        c.CA,
 		OVMF:         true,
-		MemoryMiB:    2048,
+		CPUs:         kubernetesShape.cpus,
+		MemoryMiB:    kubernetesShape.memoryMiB,
 		Timeout:      60 * time.Minute,
 	})
 }
