@@ -159,7 +159,7 @@ func newDiskNode(t *testing.T) *diskNode {
 	return n
 }
 
-func (n *diskNode) runFunc(l *latch.TPM, js provision.JoinServiceStarter, log *slog.Logger) initserver.RunFunc {
+func (n *diskNode) runFunc(l *latch.TPM, js provision.Starter, log *slog.Logger) initserver.RunFunc {
 	return func(ctx context.Context, progress func(string)) (*provision.Result, error) {
 		p, err := provision.New(n.store, n.dev, l, n.kubeadm, n.tracker, log, provision.Options{
 			OneTimePassphrasePath: filepath.Join(n.runDir, "one-time-passphrase"),

@@ -240,6 +240,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		KubeletKubeconfig:     f.kubeletKubeconfig,
 		ExpectedLatch:         expected,
 		JoinService:           systemd{unit: "joinservice.service"},
+		Images:                systemd{unit: "cloister-images.service"},
 		ResetOnFailure:        f.resetOnFailure,
 		Rebooter:              systemd{},
 	}
@@ -452,7 +453,7 @@ func openLatch(variant string) (latchDevice, func([]byte) []byte, func(), error)
 // systemd starts units and reboots through systemctl.
 type systemd struct{ unit string }
 
-// Start implements provision.JoinServiceStarter.
+// Start implements provision.Starter.
 func (s systemd) Start(ctx context.Context) error {
 	return systemctl(ctx, "start", s.unit)
 }

@@ -84,10 +84,10 @@ var (
 	_ reporter      = (*status.Tracker)(nil)
 )
 
-// JoinServiceStarter starts the cluster's join service on a new control
-// plane (systemctl start joinservice.service in production). It must be
-// idempotent.
-type JoinServiceStarter interface {
+// Starter starts something the node needs and returns once it runs; in
+// production `systemctl start <unit>`, which for a oneshot unit returns
+// when the unit finished. It must be idempotent.
+type Starter interface {
 	Start(ctx context.Context) error
 }
 
@@ -128,7 +128,11 @@ type Options struct {
 	RetryWait   time.Duration
 	// JoinService starts the join service after kubeadm init. Required for
 	// the init path.
-	JoinService JoinServiceStarter
+	JoinService Starter
+	// Images makes the container images kubeadm needs available before it
+	// runs (the image's cloister-images.service imports them at boot, in
+	// parallel with the wait for init or join). Nil: nothing to wait for.
+	Images Starter
 	// ResetOnFailure runs `kubeadm reset -f` and reboots through Rebooter
 	// when the node fails. Off by default: the failed node stays as it is
 	// for an operator to inspect.
@@ -256,6 +260,12 @@ func (p *Provisioner) Run(ctx context.Context) (*Result, error) {
 	}
 	ranKubeadm := false
 	if p.store.State().Phase == nodestate.Configured {
+		if p.opts.Images != nil {
+			p.opts.Progress("waiting for the built-in container images")
+			if err := p.step(ctx, "container-images", p.opts.Images.Start); err != nil {
+				return nil, err
+			}
+		}
 		if err := p.store.Advance(nodestate.KubeadmStarted); err != nil {
 			return nil, err
 		}
