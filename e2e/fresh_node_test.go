@@ -50,10 +50,9 @@ func TestFreshNodeFormatsItsStateDisk(t *testing.T) {
 	img := harness.NodeImage(t)
 	node := harness.NewNode(t, harness.NodeConfig{
 		Name:         "fresh",
-		Kernel:       img.Vmlinuz,
-		Initrd:       img.Initrd,
+		ESP:          harness.NewESP(t, t.TempDir(), img.UKI),
 		RootDisk:     img.Root,
-		Cmdline:      img.Cmdline + " cloister.role=control-plane cloister.node=fresh-1",
+		OEMStrings:   []string{"cloister.role=control-plane", "cloister.node=fresh-1"},
 		StateDiskMiB: 512,
 		Forwards:     []int{attestedPort, statusPort},
 		TPMCA:        harness.NewTPMCA(t),
@@ -65,7 +64,7 @@ func TestFreshNodeFormatsItsStateDisk(t *testing.T) {
 	vm.Console.FailOn = bootFailures
 	vm.Expect(t, diskReady, 5*time.Minute)
 	if m := vm.Expect(t, bootstrapperWaiting, 2*time.Minute); m[1] != "fresh-1" {
-		t.Errorf("bootstrapper's node name: want fresh-1 (kernel command line), got %s", m[1])
+		t.Errorf("bootstrapper's node name: want fresh-1 (SMBIOS OEM string), got %s", m[1])
 	}
 	st := harness.WaitStatus(t, node.Addr(statusPort), time.Minute, func(r *statusv1.GetResponse) bool {
 		return r.GetComponent() == "bootstrapper" && r.GetPhase() == "waiting-for-init-or-join"

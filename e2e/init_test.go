@@ -17,10 +17,10 @@ import (
 
 const joinServicePort = 9000
 
-// TestInitThenVerify boots a control-plane node, takes a bootstrap policy
-// from its PCRs (UNVERIFIED, trust on first use, as an operator would on a
-// first boot), runs `cloister init` through the forwarded attested port and
-// then `cloister verify --cluster-dir`: the node's cluster-ID latch (PCR 15)
+// TestInitThenVerify boots a control-plane node with the image's predicted
+// reference values as the policy (no trust on first use), runs `cloister
+// init` through the forwarded attested port and then `cloister verify
+// --cluster-dir`: the node's cluster-ID latch (PCR 15)
 // must equal the cluster ID init returned. The image's kubeadm is the test
 // double the image names as such.
 func TestInitThenVerify(t *testing.T) {
@@ -88,7 +88,8 @@ type controlPlane struct {
 	cli string
 	// node has a fresh state disk; it has not booted yet.
 	node *harness.Node
-	// policy is the bootstrap policy file (PCRs 0-9 of a first boot).
+	// policy is the policy file: the reference values make image predicted
+	// for the image.
 	policy string
 	// roots are the CLI's --tpm-ek-roots flags for the node's vTPM.
 	roots []string
@@ -96,50 +97,56 @@ type controlPlane struct {
 	clusterDir string
 }
 
-// newControlPlane boots the image once on its own node to read its PCRs:
-// the bootstrap policy (UNVERIFIED, trust on first use) that the operator
-// then bakes into the image with the EK roots the join service needs. It
-// returns a second, not yet booted node of the same image with those files
-// and extraFiles baked in. Both nodes boot the same UKI disk with the same
-// OEM strings: the same measurements.
+// newControlPlane returns a control-plane node of the image, not yet
+// booted, whose policies (its join service's and the one it checks join
+// services against) are the image's predicted reference values, and which
+// trusts the EK roots of the test's vTPMs. extraFiles are more files for
+// /etc/cloister (by their path there); the image's root file system is
+// verity-protected, so the node gets them through fw_cfg (the image's test
+// hook), as it gets the policies.
 func newControlPlane(t *testing.T, extraFiles map[string][]byte) *controlPlane {
 	t.Helper()
 	harness.Enabled(t)
 	img := harness.NodeImage(t)
 	cli := buildCLI(t)
 	ca := harness.NewTPMCA(t)
-	// One boot disk for both boots: the same measurements.
-	esp := harness.NewESP(t, t.TempDir(), img.Vmlinuz, img.Initrd, harness.KernelCmdline(img.Cmdline))
-	config := func(name string, files map[string][]byte) harness.NodeConfig {
-		return harness.NodeConfig{
-			Name:     name,
-			ESP:      esp,
-			RootDisk: img.Root,
-			// The same OEM strings for both boots: the same PCRs.
-			OEMStrings:   []string{"cloister.role=control-plane", "cloister.node=cp-1"},
-			RootFiles:    files,
-			StateDiskMiB: 512,
-			Forwards:     []int{joinServicePort, attestedPort, statusPort},
-			TPMCA:        ca,
-			OVMF:         true,
-			MemoryMiB:    2048,
-			Timeout:      10 * time.Minute,
-		}
-	}
+	esp := harness.NewESP(t, t.TempDir(), img.UKI)
 	dir := t.TempDir()
-	pol := filepath.Join(dir, "policy.yaml")
-
-	measure := harness.NewNode(t, config("measure", nil))
 	// The guest's evidence carries its EK certificate but not the local
 	// CA's intermediate, so the CLI trusts the intermediate as an anchor too.
 	roots := []string{"--tpm-ek-roots=" + ca.RootPEM, "--tpm-ek-roots=" + ca.IssuerPEM}
-	vm := bootUntilWaiting(t, measure)
-	runCLI(t, cli, 2*time.Minute, append([]string{"policy", "from-node", "--node", measure.Addr(attestedPort), "--variant", "tpm", "--pcrs", "0-9", "--policy", pol}, roots...)...)
-	vm.Stop()
-	policyDoc, err := os.ReadFile(pol)
-	if err != nil {
-		t.Fatal(err)
+	files := map[string]string{
+		"policy.yaml":              img.ReferenceValues,
+		"join-service-policy.yaml": img.ReferenceValues,
+		// swtpm_localca writes the CA's certificates when the node's vTPM
+		// is manufactured, in NewNode below: the hook reads this file then.
+		"tpm-ek-roots.pem": filepath.Join(dir, "tpm-ek-roots.pem"),
 	}
+	for name, b := range extraFiles {
+		base, ok := strings.CutPrefix(name, "/etc/cloister/")
+		if !ok || strings.Contains(base, "/") {
+			t.Fatalf("extra file %s: only files directly in /etc/cloister reach the node", name)
+		}
+		f := filepath.Join(dir, base)
+		if err := os.WriteFile(f, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files[base] = f
+	}
+	node := harness.NewNode(t, harness.NodeConfig{
+		Name:     "cp",
+		ESP:      esp,
+		RootDisk: img.Root,
+		// Node settings: SMBIOS OEM strings, outside the measured image.
+		OEMStrings:   []string{"cloister.role=control-plane", "cloister.node=cp-1"},
+		FwCfgFiles:   files,
+		StateDiskMiB: 512,
+		Forwards:     []int{joinServicePort, attestedPort, statusPort},
+		TPMCA:        ca,
+		OVMF:         true,
+		MemoryMiB:    2048,
+		Timeout:      10 * time.Minute,
+	})
 	var rootsPEM []byte
 	for _, f := range []string{ca.RootPEM, ca.IssuerPEM} {
 		b, err := os.ReadFile(f)
@@ -148,18 +155,13 @@ func newControlPlane(t *testing.T, extraFiles map[string][]byte) *controlPlane {
 		}
 		rootsPEM = append(rootsPEM, b...)
 	}
-	files := map[string][]byte{
-		"/etc/cloister/policy.yaml":              policyDoc,
-		"/etc/cloister/join-service-policy.yaml": policyDoc,
-		"/etc/cloister/trust/tpm-ek-roots.pem":   rootsPEM,
-	}
-	for name, b := range extraFiles {
-		files[name] = b
+	if err := os.WriteFile(files["tpm-ek-roots.pem"], rootsPEM, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	return &controlPlane{
 		cli:        cli,
-		node:       harness.NewNode(t, config("cp", files)),
-		policy:     pol,
+		node:       node,
+		policy:     img.ReferenceValues,
 		roots:      roots,
 		clusterDir: filepath.Join(dir, "cluster"),
 	}
