@@ -65,7 +65,7 @@ func (f *peFile) section(img []byte, name string) ([]byte, bool, error) {
 			continue
 		}
 		if s.virtualSize > MaxImageSize {
-			return nil, true, fmt.Errorf("%w: section %s: VirtualSize %d", ErrMalformed, name, s.virtualSize)
+			return nil, false, fmt.Errorf("%w: section %s: VirtualSize %d", ErrMalformed, name, s.virtualSize)
 		}
 		data := make([]byte, s.virtualSize)
 		copy(data, img[s.pointerToRawData:s.pointerToRawData+min(s.sizeOfRawData, s.virtualSize)])
