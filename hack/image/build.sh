@@ -97,7 +97,7 @@ inputs=$work/inputs.txt
 	echo "firmware_code $(sha256sum "$FIRMWARE_CODE" | cut -d' ' -f1)"
 	echo "firmware_vars $(sha256sum "$FIRMWARE_VARS" | cut -d' ' -f1)"
 	echo "memory_mib $MEMORY_MIB"
-	(cd "$root" && git ls-files --cached --others --exclude-standard -- hack/image/predict internal/measure | LC_ALL=C sort | xargs sha256sum)
+	(cd "$root" && git ls-files --cached --others --exclude-standard -- hack/image/predict hack/image/pestamp internal/measure | LC_ALL=C sort | xargs sha256sum)
 } >"$inputs"
 inputs_hash=$(sha256sum "$inputs" | cut -d' ' -f1)
 if [ "${FORCE:-}" != 1 ] && [ -f "$out/manifest.txt" ] &&
@@ -201,6 +201,9 @@ for s in .osrel:"$work/os-release" .cmdline:"$work/cmdline" .linux:"$out/vmlinuz
 	addr=$(align $((addr + $(stat -c %s "$file"))))
 done
 objcopy "${objcopy_args[@]}" "$stub" "$out/uki.efi.tmp"
+# objcopy stamps the time of the build into the PE header, which is part of
+# the Authenticode hash (PCR 4): set it to SOURCE_DATE_EPOCH.
+(cd "$root" && "$GO" run ./hack/image/pestamp "$SOURCE_DATE_EPOCH" "$out/uki.efi.tmp")
 mv "$out/uki.efi.tmp" "$out/uki.efi"
 
 # 7. Reference values: predicted from uki.efi, plus the firmware's own PCRs

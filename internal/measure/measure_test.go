@@ -297,3 +297,48 @@ func TestLoadOptions(t *testing.T) {
 		t.Error("non-ASCII command line: want an error")
 	}
 }
+
+// TestPEChecksumAgreesWithTheLinker compares peChecksum with the CheckSum
+// the linker wrote into systemd's stub and objcopy into a UKI.
+func TestPEChecksumAgreesWithTheLinker(t *testing.T) {
+	uki := buildUKI(t, [][2]string{{".cmdline", "x\x00"}, {".linux", string(minimalPE())}})
+	for name, img := range map[string][]byte{"systemd EFI stub": requireFile(t, stubPath, "systemd-boot-efi"), "objcopy's UKI": uki} {
+		f, err := parsePE(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := binary.LittleEndian.Uint32(img[f.checksumOff:])
+		if got := peChecksum(img, f.checksumOff); got != want {
+			t.Errorf("%s: header says %#x, computed %#x", name, want, got)
+		}
+	}
+}
+
+func TestNormalizeMakesTheHashIndependentOfTheBuildTime(t *testing.T) {
+	a := buildUKI(t, [][2]string{{".cmdline", "x\x00"}, {".linux", string(minimalPE())}})
+	b := bytes.Clone(a)
+	// Another build time, as objcopy stamps it.
+	binary.LittleEndian.PutUint32(b[binary.LittleEndian.Uint32(b[0x3c:])+8:], 0x12345678)
+	if ha, _ := PEHash(a); ha == must(PEHash(b)) {
+		t.Fatal("the time stamp should be part of the Authenticode hash")
+	}
+	for _, img := range [][]byte{a, b} {
+		if err := Normalize(img, 1700000000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(a, b) {
+		t.Error("normalized images differ")
+	}
+	f, _ := parsePE(a)
+	if got, want := binary.LittleEndian.Uint32(a[f.checksumOff:]), peChecksum(a, f.checksumOff); got != want {
+		t.Errorf("checksum after Normalize: %#x, want %#x", got, want)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"debug/pe"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -128,7 +129,31 @@ func RebuildUKI(t testing.TB, dir, uki string, replace map[string][]byte) string
 	}
 	out := filepath.Join(dir, "uki.efi")
 	run(append(args, stub, out)...)
+	// objcopy stamps the current time into the PE header; make image sets
+	// the original's (SOURCE_DATE_EPOCH).
+	rebuilt, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := measure.Normalize(rebuilt, peTimestamp(orig)); err != nil {
+		t.Fatalf("normalizing %s: %v", out, err)
+	}
+	if err := os.WriteFile(out, rebuilt, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return out
+}
+
+// peTimestamp is a PE image's COFF time stamp (0 if it has none).
+func peTimestamp(img []byte) uint32 {
+	if len(img) < 0x40 {
+		return 0
+	}
+	off := int(binary.LittleEndian.Uint32(img[0x3c:]))
+	if off < 0 || off+12 > len(img) {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(img[off+8:])
 }
 
 // stubEnd is the first virtual address after the stub's sections.
