@@ -193,7 +193,7 @@ func TestMeasuredBoot(t *testing.T) {
 		})
 	}
 
-	t.Run("flipped byte in the root file system fails verity before Cloister runs", func(t *testing.T) {
+	t.Run("root bit flip fails verity", func(t *testing.T) {
 		root := flipRootByte(t, img.Root, "/usr/lib/systemd/systemd")
 		n := node(t, "flipped-root", genuineESP, root)
 		vm := n.Boot(t)
