@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,9 +37,9 @@ var (
 // TestMeasuredBoot checks the image's predicted reference values against
 // real boots under OVMF with a vTPM, one VM at a time:
 //
-//   - the genuine image: `cloister verify` with the reference values make
-//     image predicted passes, so every pinned PCR the TPM quotes equals its
-//     prediction;
+//   - the genuine image, with 1 and with 2 vCPUs: `cloister verify` with
+//     the reference values make image predicted for that shape passes, so
+//     every pinned PCR the TPM quotes equals its prediction;
 //   - a modified kernel, initrd or kernel command line (each a unified kernel
 //     image rebuilt from the genuine one with one section changed) and a
 //     different firmware build: the node boots, and `cloister verify` with
@@ -60,7 +61,7 @@ func TestMeasuredBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	node := func(t *testing.T, name, esp, root string, fw ...string) *harness.Node {
+	node := func(t *testing.T, name, esp, root string, cpus int, fw ...string) *harness.Node {
 		cfg := harness.NodeConfig{
 			Name:         name,
 			ESP:          esp,
@@ -70,6 +71,7 @@ func TestMeasuredBoot(t *testing.T) {
 			Forwards:     []int{attestedPort, statusPort},
 			TPMCA:        ca,
 			OVMF:         true,
+			CPUs:         cpus,
 			MemoryMiB:    2048,
 			Timeout:      6 * time.Minute,
 		}
@@ -80,37 +82,43 @@ func TestMeasuredBoot(t *testing.T) {
 	}
 	genuineESP := harness.NewESP(t, t.TempDir(), img.UKI)
 
-	t.Run("genuine image joins the predicted values", func(t *testing.T) {
-		n := node(t, "genuine", genuineESP, img.Root)
-		vm := n.Boot(t)
-		vm.Console.FailOn = bootFailures
-		m := vm.Expect(t, verityOpened, 2*time.Minute)
-		if !strings.Contains(img.Cmdline, "cloister.verity="+m[2]+",") {
-			t.Errorf("initrd opened the root with root hash %s, not the one on the measured command line %q", m[2], img.Cmdline)
-		}
-		vm.Expect(t, diskReady, 4*time.Minute)
-		vm.Expect(t, bootstrapperWaiting, 2*time.Minute)
-		out := runCLI(t, cli, 3*time.Minute, append([]string{"verify", "--node", n.Addr(attestedPort), "--policy", img.ReferenceValues, "-o", "json"}, roots...)...)
-		var report struct {
-			Verified     bool
-			Measurements []struct{ Name, Value string }
-		}
-		if err := json.Unmarshal([]byte(out), &report); err != nil || !report.Verified {
-			t.Fatalf("cloister verify: want a verified report, got %v:\n%s", err, out)
-		}
-		got := map[int]string{}
-		for _, m := range report.Measurements {
-			if i, ok := pcrIndex(m.Name); ok {
-				got[i] = m.Value
+	// The genuine image, once per VM shape make image measured the firmware
+	// for (OVMF's PCR 0 depends on the vCPU count).
+	for _, cpus := range slices.Sorted(maps.Keys(img.ReferenceValuesByCPUs)) {
+		refs := img.ReferenceValuesByCPUs[cpus]
+		t.Run(fmt.Sprintf("genuine image with %d vCPU matches the predicted values", cpus), func(t *testing.T) {
+			predicted := policyPCRs(t, refs)
+			n := node(t, fmt.Sprintf("genuine-%d", cpus), genuineESP, img.Root, cpus)
+			vm := n.Boot(t)
+			vm.Console.FailOn = bootFailures
+			m := vm.Expect(t, verityOpened, 2*time.Minute)
+			if !strings.Contains(img.Cmdline, "cloister.verity="+m[2]+",") {
+				t.Errorf("initrd opened the root with root hash %s, not the one on the measured command line %q", m[2], img.Cmdline)
 			}
-		}
-		for _, i := range measure.SortedPCRs(predicted) {
-			if got[i] != predicted[i] {
-				t.Errorf("pcr[%d]: predicted %s, the TPM quoted %s", i, predicted[i], got[i])
+			vm.Expect(t, diskReady, 4*time.Minute)
+			vm.Expect(t, bootstrapperWaiting, 2*time.Minute)
+			out := runCLI(t, cli, 3*time.Minute, append([]string{"verify", "--node", n.Addr(attestedPort), "--policy", refs, "-o", "json"}, roots...)...)
+			var report struct {
+				Verified     bool
+				Measurements []struct{ Name, Value string }
 			}
-		}
-		t.Logf("prediction equals reality for PCRs %v", measure.SortedPCRs(predicted))
-	})
+			if err := json.Unmarshal([]byte(out), &report); err != nil || !report.Verified {
+				t.Fatalf("cloister verify: want a verified report, got %v:\n%s", err, out)
+			}
+			got := map[int]string{}
+			for _, m := range report.Measurements {
+				if i, ok := pcrIndex(m.Name); ok {
+					got[i] = m.Value
+				}
+			}
+			for _, i := range measure.SortedPCRs(predicted) {
+				if got[i] != predicted[i] {
+					t.Errorf("pcr[%d]: predicted %s, the TPM quoted %s", i, predicted[i], got[i])
+				}
+			}
+			t.Logf("prediction equals reality for PCRs %v (%s)", measure.SortedPCRs(predicted), filepath.Base(refs))
+		})
+	}
 
 	tampered := []struct {
 		name string
@@ -158,7 +166,7 @@ func TestMeasuredBoot(t *testing.T) {
 				dir := t.TempDir()
 				esp = harness.NewESP(t, dir, harness.RebuildUKI(t, dir, img.UKI, map[string][]byte{tc.section: changed}))
 			}
-			n := node(t, fmt.Sprintf("tampered-%d", i), esp, img.Root, tc.firmware...)
+			n := node(t, fmt.Sprintf("tampered-%d", i), esp, img.Root, 1, tc.firmware...)
 			vm := bootUntilWaiting(t, n)
 			stdout, stderr, err := cliResult(cli, 3*time.Minute, append([]string{"verify", "--node", n.Addr(attestedPort), "--policy", img.ReferenceValues, "-o", "json"}, roots...)...)
 			var exit *exec.ExitError
@@ -195,7 +203,7 @@ func TestMeasuredBoot(t *testing.T) {
 
 	t.Run("root bit flip fails verity", func(t *testing.T) {
 		root := flipRootByte(t, img.Root, "/usr/lib/systemd/systemd")
-		n := node(t, "flipped-root", genuineESP, root)
+		n := node(t, "flipped-root", genuineESP, root, 1)
 		vm := n.Boot(t)
 		vm.Expect(t, verityOpened, 2*time.Minute)
 		m := vm.Expect(t, verityCorrupted, 2*time.Minute)

@@ -13,10 +13,11 @@
 #      the initrd and the kernel command line (which carries the root hash);
 #   7. the reference values: PCRs predicted from uki.efi (hack/image/predict)
 #      and the firmware PCRs measured from the firmware file
-#      (hack/image/firmware-pcrs.sh), as a policy document.
+#      (hack/image/firmware-pcrs.sh), as a policy document per VM shape.
 #
 # Outputs in $IMAGE_OUT (default .cache/image): uki.efi, root.img,
-# reference-values.yaml, pcr-events.txt, firmware-pcrs.txt, manifest.txt
+# reference-values.yaml (1 vCPU) and reference-values-2cpu.yaml,
+# pcr-events.txt, firmware-pcrs.txt and firmware-pcrs-2cpu.txt, manifest.txt
 # (hashes of every input and output, package versions), and vmlinuz,
 # initrd.img and cmdline (what uki.efi carries, for inspection).
 # Reruns are skipped while the inputs hash the same; FORCE=1 rebuilds.
@@ -34,12 +35,20 @@ GO=${GO:-go}
 ROOT_UUID=c10157e2-0000-4000-8000-000000000001
 ROOT_LABEL=cloister-root
 # The firmware the reference values are for (Debian's OVMF without Secure
-# Boot, what the QEMU harness boots) and the VM memory size: OVMF's PCR 0
-# depends on it (docs/measured-boot.md).
+# Boot, what the QEMU harness boots) and the VM shapes: OVMF's PCR 0 depends
+# on the number of vCPUs and on the memory below 4 GiB (the same from 2 GiB
+# up on q35), docs/measured-boot.md. One set of reference values per vCPU
+# count: reference-values.yaml for 1 vCPU, reference-values-<n>cpu.yaml
+# for the others.
 FIRMWARE_CODE=${FIRMWARE_CODE:-/usr/share/OVMF/OVMF_CODE_4M.fd}
 FIRMWARE_VARS=${FIRMWARE_VARS:-/usr/share/OVMF/OVMF_VARS_4M.fd}
 MEMORY_MIB=${MEMORY_MIB:-2048}
-outputs=(uki.efi root.img reference-values.yaml pcr-events.txt firmware-pcrs.txt vmlinuz initrd.img cmdline)
+VM_CPUS=${VM_CPUS:-1 2}
+suffix() { [ "$1" = 1 ] || echo "-${1}cpu"; }
+outputs=(uki.efi root.img pcr-events.txt vmlinuz initrd.img cmdline)
+for n in $VM_CPUS; do
+	outputs+=("reference-values$(suffix "$n").yaml" "firmware-pcrs$(suffix "$n").txt")
+done
 
 # The last change to the image definition, so that commits elsewhere do not
 # move every timestamp in the image.
@@ -97,6 +106,7 @@ inputs=$work/inputs.txt
 	echo "firmware_code $(sha256sum "$FIRMWARE_CODE" | cut -d' ' -f1)"
 	echo "firmware_vars $(sha256sum "$FIRMWARE_VARS" | cut -d' ' -f1)"
 	echo "memory_mib $MEMORY_MIB"
+	echo "vm_cpus $VM_CPUS"
 	(cd "$root" && git ls-files --cached --others --exclude-standard -- hack/image/predict hack/image/pestamp internal/measure | LC_ALL=C sort | xargs sha256sum)
 } >"$inputs"
 inputs_hash=$(sha256sum "$inputs" | cut -d' ' -f1)
@@ -208,13 +218,16 @@ mv "$out/uki.efi.tmp" "$out/uki.efi"
 
 # 7. Reference values: predicted from uki.efi, plus the firmware's own PCRs
 # measured from the firmware file (OVMF's cannot be replayed from it).
-step "reference values: firmware PCRs (boots $FIRMWARE_CODE alone, ${MEMORY_MIB} MiB)"
-MEMORY_MIB=$MEMORY_MIB "$root/hack/image/firmware-pcrs.sh" "$FIRMWARE_CODE" "$FIRMWARE_VARS" "$out/firmware-pcrs.txt"
-step "reference values: predicting PCRs from uki.efi"
-(cd "$root" && "$GO" run ./hack/image/predict \
-	-uki "$out/uki.efi" -linux "$out/vmlinuz" -initrd "$out/initrd.img" -cmdline "$work/cmdline" \
-	-osrel "$work/os-release" -firmware "$out/firmware-pcrs.txt" \
-	-events "$out/pcr-events.txt" -o "$out/reference-values.yaml")
+for n in $VM_CPUS; do
+	sfx=$(suffix "$n")
+	step "reference values: firmware PCRs (boots $FIRMWARE_CODE alone, $n vCPU, ${MEMORY_MIB} MiB)"
+	MEMORY_MIB=$MEMORY_MIB CPUS=$n "$root/hack/image/firmware-pcrs.sh" "$FIRMWARE_CODE" "$FIRMWARE_VARS" "$out/firmware-pcrs$sfx.txt"
+	step "reference values: predicting PCRs from uki.efi ($n vCPU)"
+	(cd "$root" && "$GO" run ./hack/image/predict \
+		-uki "$out/uki.efi" -linux "$out/vmlinuz" -initrd "$out/initrd.img" -cmdline "$work/cmdline" \
+		-osrel "$work/os-release" -firmware "$out/firmware-pcrs$sfx.txt" \
+		-events "$out/pcr-events.txt" -o "$out/reference-values$sfx.yaml" -shape "${sfx#-}")
+done
 
 # Manifest.
 {
@@ -232,7 +245,10 @@ step "reference values: predicting PCRs from uki.efi"
 	echo "cmdline $cmdline"
 	sed 's/^/input /' "$inputs"
 	chroot "$tree" dpkg-query -W -f='package ${Package} ${Version}\n' | LC_ALL=C sort
-	grep -h '^ *"[0-9]*": {value:' "$out/reference-values.yaml" | sed 's/^ *"\([0-9]*\)": {value: "\([0-9a-f]*\)".*/pcr \1 \2/'
+	for n in $VM_CPUS; do
+		grep -h '^ *"[0-9]*": {value:' "$out/reference-values$(suffix "$n").yaml" |
+			sed "s/^ *\"\([0-9]*\)\": {value: \"\([0-9a-f]*\)\".*/pcr \1 \2 (${n} vCPU)/"
+	done
 	(cd "$out" && sha256sum "${outputs[@]}" | sed 's/^/output /')
 } >"$out/manifest.txt.tmp"
 mv "$out/manifest.txt.tmp" "$out/manifest.txt"

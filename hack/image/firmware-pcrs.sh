@@ -11,8 +11,9 @@
 # any boot application (PCRs 0, 2, 3, 6, 7 end with their separators at
 # ReadyToBoot). QEMU is then killed, swtpm stores its volatile state (the
 # PCRs), and a second swtpm resumes that state on a TCP port where
-# tpm2_pcrread reads the bank. The values depend on the firmware file and
-# its variable store only, never on the node image.
+# tpm2_pcrread reads the bank. The values depend on the firmware file, its
+# variable store and the VM's memory size (MEMORY_MIB, default 2048: PCR 0
+# differs between sizes), never on the node image.
 set -euo pipefail
 code=$1 vars=$2 out=$3
 
@@ -34,7 +35,7 @@ swtpm socket --tpm2 --tpmstate dir="$work/tpm" --ctrl type=unixio,path="$work/ct
 swtpm_pid=$!
 for _ in $(seq 100); do [ -S "$work/ctrl.sock" ] && break; sleep 0.1; done
 
-qemu-system-x86_64 -machine q35 -accel tcg -m "${MEMORY_MIB:-2048}" -nographic -monitor none -no-reboot \
+qemu-system-x86_64 -machine q35 -accel tcg -m "${MEMORY_MIB:-2048}" -smp "${CPUS:-1}" -nographic -monitor none -no-reboot \
 	-serial file:"$work/serial.log" -nic none \
 	-drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
 	-drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
@@ -78,6 +79,7 @@ done
 	echo "# PCRs after the firmware alone (no boot application), measured by hack/image/firmware-pcrs.sh"
 	echo "# firmware_code $(sha256sum "$code" | cut -d' ' -f1) $code"
 	echo "# firmware_vars $(sha256sum "$vars" | cut -d' ' -f1) $vars"
+	echo "# vm ${CPUS:-1} vCPU, ${MEMORY_MIB:-2048} MiB (OVMF's PCR 0 depends on the vCPU count and the memory below 4 GiB)"
 	tpm2_pcrread --tcti "swtpm:host=127.0.0.1,port=$port" sha256:0,1,2,3,4,5,6,7 |
 		awk '/^ +[0-9]+ *: *0x/ { gsub(/ /, ""); split($0, a, ":"); printf "pcr %s %s\n", a[1], tolower(substr(a[2], 3)) }'
 } >"$out.tmp"

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -20,8 +21,12 @@ type Image struct {
 	UKI string
 	// Root is root.img: ext4 followed by its dm-verity hash tree.
 	Root string
-	// ReferenceValues is the policy document with the predicted PCRs.
+	// ReferenceValues is the policy document with the predicted PCRs for
+	// nodes with 1 vCPU (OVMF's PCR 0 depends on the vCPU count).
 	ReferenceValues string
+	// ReferenceValuesByCPUs has the documents for every vCPU count make
+	// image measured the firmware for (reference-values-<n>cpu.yaml).
+	ReferenceValuesByCPUs map[int]string
 	// Cmdline is the kernel command line the UKI carries.
 	Cmdline string
 }
@@ -55,14 +60,34 @@ func NodeImage(t testing.TB) Image {
 		t.Fatal(err)
 	}
 	img.Cmdline = strings.TrimSpace(string(cmdline))
+	img.ReferenceValuesByCPUs = map[int]string{1: img.ReferenceValues}
+	more, err := filepath.Glob(filepath.Join(dir, "reference-values-*cpu.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range more {
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "reference-values-"), "cpu.yaml"))
+		if err != nil || n < 1 {
+			t.Fatalf("node image: unexpected file %s", p)
+		}
+		img.ReferenceValuesByCPUs[n] = p
+	}
 	cp := RequireTool(t, "cp")
 	snap := t.TempDir()
-	for _, p := range []*string{&img.UKI, &img.Root, &img.ReferenceValues} {
+	for _, p := range []*string{&img.UKI, &img.Root} {
 		dst := filepath.Join(snap, filepath.Base(*p))
 		if out, err := exec.Command(cp, "--sparse=always", "--reflink=auto", *p, dst).CombinedOutput(); err != nil {
 			t.Fatalf("copying the node image: %v\n%s", err, out)
 		}
 		*p = dst
 	}
+	for n, p := range img.ReferenceValuesByCPUs {
+		dst := filepath.Join(snap, filepath.Base(p))
+		if out, err := exec.Command(cp, p, dst).CombinedOutput(); err != nil {
+			t.Fatalf("copying the node image: %v\n%s", err, out)
+		}
+		img.ReferenceValuesByCPUs[n] = dst
+	}
+	img.ReferenceValues = img.ReferenceValuesByCPUs[1]
 	return img
 }

@@ -38,7 +38,7 @@ const firmwarePCRs = "0,2,3,6,7"
 type flags struct {
 	uki, linux, initrd, cmdline, osrel string
 	firmware, firmwarePCRs             string
-	events, out, name                  string
+	events, out, name, shape           string
 }
 
 func main() {
@@ -63,7 +63,8 @@ func run(_ context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&f.firmwarePCRs, "firmware-pcrs", firmwarePCRs, "which of the firmware file's PCRs to pin")
 	fs.StringVar(&f.events, "events", "", "also write the predicted events here")
 	fs.StringVar(&f.out, "o", "", "reference values (policy document) to write (required)")
-	fs.StringVar(&f.name, "name", "", "policy name (default: cloister-image-<first 12 hex of the image's PE hash>)")
+	fs.StringVar(&f.name, "name", "", "policy name (default: cloister-image-<first 12 hex of the image's PE hash>[-<shape>])")
+	fs.StringVar(&f.shape, "shape", "", "VM shape the firmware PCRs are for (e.g. 2cpu), appended to the default name")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -127,6 +128,9 @@ func run(_ context.Context, args []string, stderr io.Writer) error {
 	name := f.name
 	if name == "" {
 		name = "cloister-image-" + hex.EncodeToString(pe[:6])
+		if f.shape != "" {
+			name += "-" + f.shape
+		}
 	}
 
 	var doc bytes.Buffer
