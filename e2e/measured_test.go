@@ -86,7 +86,7 @@ func TestMeasuredBoot(t *testing.T) {
 	// for (OVMF's PCR 0 depends on the vCPU count).
 	for _, cpus := range slices.Sorted(maps.Keys(img.ReferenceValuesByCPUs)) {
 		refs := img.ReferenceValuesByCPUs[cpus]
-		t.Run(fmt.Sprintf("genuine image with %d vCPU matches the predicted values", cpus), func(t *testing.T) {
+		t.Run(fmt.Sprintf("genuine image %d vCPU", cpus), func(t *testing.T) {
 			predicted := policyPCRs(t, refs)
 			n := node(t, fmt.Sprintf("genuine-%d", cpus), genuineESP, img.Root, cpus)
 			vm := n.Boot(t)
