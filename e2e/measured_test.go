@@ -22,6 +22,7 @@ import (
 	"github.com/cloister-dev/cloister/e2e/internal/harness"
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
 	"github.com/cloister-dev/cloister/internal/measure"
+	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
 
 var (
@@ -97,6 +98,10 @@ func TestMeasuredBoot(t *testing.T) {
 			}
 			vm.Expect(t, diskReady, 4*time.Minute)
 			vm.Expect(t, bootstrapperWaiting, 2*time.Minute)
+			// Its attested port serves once the bootstrapper says it waits.
+			harness.WaitStatus(t, n.Addr(statusPort), time.Minute, func(r *statusv1.GetResponse) bool {
+				return r.GetComponent() == "bootstrapper" && r.GetPhase() == "waiting-for-init-or-join"
+			})
 			out := runCLI(t, cli, 3*time.Minute, append([]string{"verify", "--node", n.Addr(attestedPort), "--policy", refs, "-o", "json"}, roots...)...)
 			var report struct {
 				Verified     bool
