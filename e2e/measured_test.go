@@ -44,9 +44,10 @@ var (
 //   - a modified kernel, initrd or kernel command line (each a unified kernel
 //     image rebuilt from the genuine one with one section changed) and a
 //     different firmware build: the node boots, and `cloister verify` with
-//     the same reference values refuses it, naming the PCR with want and got;
-//     the PCRs that differ from the prediction are exactly those the changed
-//     part is measured into;
+//     the same reference values refuses it, naming the PCR with want and got,
+//     and so does `cloister init` through the node's attested port (no
+//     secrets sent, the node keeps waiting); the PCRs that differ from the
+//     prediction are exactly those the changed part is measured into;
 //   - one flipped byte in the root file system: dm-verity fails the boot in
 //     the initrd, before any Cloister daemon runs.
 func TestMeasuredBoot(t *testing.T) {
@@ -189,6 +190,20 @@ func TestMeasuredBoot(t *testing.T) {
 				t.Errorf("refusal: want check %s with want and got, got %+v", tc.wantCheck, f)
 			}
 			t.Logf("refused: %s", f.Message)
+
+			// `cloister init` attests through the same port first: the
+			// tampered node gets no secrets, and no cluster is created.
+			clusterDir := filepath.Join(t.TempDir(), "cluster")
+			_, stderr, err = cliResult(cli, 3*time.Minute, append([]string{"init", "--node", n.Addr(attestedPort), "--policy", img.ReferenceValues, "--cluster-dir", clusterDir}, roots...)...)
+			if !errors.As(err, &exit) || exit.ExitCode() != exitRefusedCode || !strings.Contains(stderr, tc.wantCheck) {
+				t.Errorf("cloister init of a node with a %s: want exit %d naming %s, got %v\nstderr:\n%s", tc.name, exitRefusedCode, tc.wantCheck, err, stderr)
+			}
+			if _, err := os.Stat(clusterDir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("refused init created the cluster directory (%v)", err)
+			}
+			harness.WaitStatus(t, n.Addr(statusPort), 30*time.Second, func(r *statusv1.GetResponse) bool {
+				return r.GetComponent() == "bootstrapper" && r.GetPhase() == "waiting-for-init-or-join"
+			})
 
 			// Which predicted PCRs differ: exactly those the change is
 			// measured into (read as a trust-on-first-use policy would).
