@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/cloister-dev/cloister/e2e/internal/harness"
 	"github.com/cloister-dev/cloister/e2e/internal/scenario"
 	"github.com/cloister-dev/cloister/internal/keys"
+	"github.com/cloister-dev/cloister/internal/measure"
 	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
 
@@ -126,8 +128,7 @@ func TestCluster(t *testing.T) {
 
 	// 3. Tamper: a node whose initrd differs by a few bytes boots with the
 	// cluster's configuration.
-	tamperedESP := harness.NewESP(t, t.TempDir(), c.Image.Vmlinuz, tamperedInitrd(t, c.Image.Initrd), harness.KernelCmdline(c.Image.Cmdline))
-	tampered := c.NewNode(t, "tampered", tamperedESP, proxy.Port(), "worker-2")
+	tampered := c.NewNode(t, "tampered", tamperedInitrdESP(t, c.Image.UKI), proxy.Port(), "worker-2")
 	tVM := tampered.Boot(t)
 	tVM.Console.FailOn = scenario.BootFailures
 	tVM.Expect(t, scenario.DiskFormatted, 5*time.Minute)
@@ -310,20 +311,21 @@ func waitNoCloisterTokens(t testing.TB, kube kubernetes.Interface, d time.Durati
 	}
 }
 
-// tamperedInitrd is a copy of initrd with 512 zero bytes appended: the
-// kernel unpacks it the same way (trailing zeros are cpio padding), but its
-// measurement differs.
-func tamperedInitrd(t testing.TB, initrd string) string {
+// tamperedInitrdESP is a boot disk with the image's unified kernel image
+// rebuilt around an initrd with one more file in it (appendToInitrd): it
+// boots like the genuine one, but measures differently.
+func tamperedInitrdESP(t *testing.T, ukiPath string) string {
 	t.Helper()
-	b, err := os.ReadFile(initrd)
+	uki, err := os.ReadFile(ukiPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(t.TempDir(), "initrd-tampered.img")
-	if err := os.WriteFile(out, append(b, make([]byte, 512)...), 0o644); err != nil {
-		t.Fatal(err)
+	initrd, ok, err := measure.Section(uki, ".initrd")
+	if err != nil || !ok {
+		t.Fatalf("the image's UKI has no .initrd section: %v", err)
 	}
-	return out
+	dir := t.TempDir()
+	return harness.NewESP(t, dir, harness.RebuildUKI(t, dir, ukiPath, map[string][]byte{".initrd": appendToInitrd(t, slices.Clone(initrd))}))
 }
 
 // httpGet returns the body of a GET that must answer 200.

@@ -32,10 +32,9 @@ func TestFreshNodeFormatsItsStateDisk(t *testing.T) {
 	img := harness.NodeImage(t)
 	node := harness.NewNode(t, harness.NodeConfig{
 		Name:         "fresh",
-		Kernel:       img.Vmlinuz,
-		Initrd:       img.Initrd,
+		ESP:          harness.NewESP(t, t.TempDir(), img.UKI),
 		RootDisk:     img.Root,
-		Cmdline:      img.Cmdline + " cloister.role=control-plane cloister.node=fresh-1",
+		OEMStrings:   []string{"cloister.role=control-plane", "cloister.node=fresh-1"},
 		StateDiskMiB: 512,
 		Forwards:     []int{scenario.AttestedPort, scenario.StatusPort},
 		TPMCA:        harness.NewTPMCA(t),
@@ -47,7 +46,7 @@ func TestFreshNodeFormatsItsStateDisk(t *testing.T) {
 	vm.Console.FailOn = scenario.BootFailures
 	vm.Expect(t, scenario.DiskFormatted, 5*time.Minute)
 	if m := vm.Expect(t, scenario.BootstrapperWaiting, 2*time.Minute); m[1] != "fresh-1" {
-		t.Errorf("bootstrapper's node name: want fresh-1 (kernel command line), got %s", m[1])
+		t.Errorf("bootstrapper's node name: want fresh-1 (SMBIOS OEM string), got %s", m[1])
 	}
 	st := harness.WaitStatus(t, node.Addr(scenario.StatusPort), time.Minute, func(r *statusv1.GetResponse) bool {
 		return r.GetComponent() == "bootstrapper" && r.GetPhase() == "waiting-for-init-or-join"

@@ -10,6 +10,8 @@ packages=(
   tpm2-tools        # tpm2_checkquote: independent quote verification
   libcryptsetup-dev # LUKS2 through go-cryptsetup
   cryptsetup-bin    # luksDump: independent reader of the headers we write
+  systemd-boot-efi  # internal/measure: systemd's EFI stub, a real PE image
+  binutils          # objcopy: unified kernel images in internal/measure's tests
 )
 
 missing=()

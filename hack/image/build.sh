@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# make image: builds the Cloister node image that QEMU boots directly.
+# make image: builds the Cloister node image, measured and integrity-protected.
 #
 #   1. go build the daemons and the CLI from this checkout (cgo, dynamic
 #      libcryptsetup: the image's libcryptsetup12 provides it);
 #   2. mkosi (Debian's 14) makes a Debian bookworm tree from image/mkosi.*,
 #      with image/mkosi.extra and the freshly built binaries and units on top;
-#   3. mkinitramfs in a chroot of the tree: an initrd that loads virtio and
-#      ext4 and mounts root=LABEL=cloister-root;
-#   4. mkfs.ext4 -d turns the tree into root.img without mounting anything.
+#   3. mkinitramfs in a chroot of the tree: an initrd that loads virtio, ext4
+#      and dm-verity, opens the root through dm-verity and mounts it read-only;
+#   4. mkfs.ext4 -d turns the tree into a file system without mounting anything;
+#   5. veritysetup format appends its hash tree: root.img;
+#   6. the unified kernel image uki.efi: systemd's EFI stub with the kernel,
+#      the initrd and the kernel command line (which carries the root hash);
+#   7. the reference values: PCRs predicted from uki.efi (hack/image/predict)
+#      and the firmware PCRs measured from the firmware file
+#      (hack/image/firmware-pcrs.sh), as a policy document per VM shape.
 #
-# Outputs in $IMAGE_OUT (default .cache/image): vmlinuz, initrd.img, root.img
-# and manifest.txt (hashes of every input and output, package versions).
+# Outputs in $IMAGE_OUT (default .cache/image): uki.efi, root.img,
+# reference-values.yaml (1 vCPU) and reference-values-2cpu.yaml,
+# pcr-events.txt, firmware-pcrs.txt and firmware-pcrs-2cpu.txt, manifest.txt
+# (hashes of every input and output, package versions), and vmlinuz,
+# initrd.img and cmdline (what uki.efi carries, for inspection).
 # Reruns are skipped while the inputs hash the same; FORCE=1 rebuilds.
 # Reproducibility: SOURCE_DATE_EPOCH (the last commit touching image/ or hack/image/ unless set), fixed
 # file system UUID and hash seed, all times clamped; see image/README.md for
@@ -25,6 +34,21 @@ GO=${GO:-go}
 # kernel command line names (root=LABEL=cloister-root).
 ROOT_UUID=c10157e2-0000-4000-8000-000000000001
 ROOT_LABEL=cloister-root
+# The firmware the reference values are for (Debian's OVMF without Secure
+# Boot, what the QEMU harness boots) and the VM shapes: OVMF's PCR 0 depends
+# on the number of vCPUs and on the memory below 4 GiB (the same from 2 GiB
+# up on q35), docs/measured-boot.md. One set of reference values per vCPU
+# count: reference-values.yaml for 1 vCPU, reference-values-<n>cpu.yaml
+# for the others.
+FIRMWARE_CODE=${FIRMWARE_CODE:-/usr/share/OVMF/OVMF_CODE_4M.fd}
+FIRMWARE_VARS=${FIRMWARE_VARS:-/usr/share/OVMF/OVMF_VARS_4M.fd}
+MEMORY_MIB=${MEMORY_MIB:-2048}
+VM_CPUS=${VM_CPUS:-1 2}
+suffix() { [ "$1" = 1 ] || echo "-${1}cpu"; }
+outputs=(uki.efi root.img pcr-events.txt vmlinuz initrd.img cmdline)
+for n in $VM_CPUS; do
+	outputs+=("reference-values$(suffix "$n").yaml" "firmware-pcrs$(suffix "$n").txt")
+done
 
 # The last change to the image definition, so that commits elsewhere do not
 # move every timestamp in the image.
@@ -92,15 +116,22 @@ cat "$localca/swtpm-localca-rootca-cert.pem" "$localca/issuercert.pem" >"$extra/
 inputs=$work/inputs.txt
 {
 	(cd "$extra" && find . -type f | LC_ALL=C sort | xargs sha256sum | sed 's|  \./|  extra/|')
-	(cd "$root" && git ls-files -- image hack/image | LC_ALL=C sort | xargs sha256sum)
+	(cd "$root" && git ls-files --cached --others --exclude-standard -- image hack/image | LC_ALL=C sort | xargs sha256sum)
 	echo "source_date_epoch $SOURCE_DATE_EPOCH"
 	echo "mkosi $(mkosi --version | awk '{print $2}')"
 	echo "e2fsprogs $(dpkg-query -W -f='${Version}' e2fsprogs)"
+	echo "cryptsetup $(dpkg-query -W -f='${Version}' cryptsetup-bin)"
+	echo "binutils $(dpkg-query -W -f='${Version}' binutils)"
+	echo "firmware_code $(sha256sum "$FIRMWARE_CODE" | cut -d' ' -f1)"
+	echo "firmware_vars $(sha256sum "$FIRMWARE_VARS" | cut -d' ' -f1)"
+	echo "memory_mib $MEMORY_MIB"
+	echo "vm_cpus $VM_CPUS"
+	(cd "$root" && git ls-files --cached --others --exclude-standard -- hack/image/predict hack/image/pestamp internal/measure | LC_ALL=C sort | xargs sha256sum)
 } >"$inputs"
 inputs_hash=$(sha256sum "$inputs" | cut -d' ' -f1)
 if [ "${FORCE:-}" != 1 ] && [ -f "$out/manifest.txt" ] &&
 	grep -qx "inputs_sha256 $inputs_hash" "$out/manifest.txt" &&
-	[ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ] && [ -f "$out/root.img" ]; then
+	(cd "$out" && ls "${outputs[@]}" >/dev/null 2>&1); then
 	step "up to date (inputs $inputs_hash); FORCE=1 rebuilds"
 	exit 0
 fi
@@ -109,7 +140,8 @@ fi
 # /run/systemd/nspawn on these machines (LAB.md).
 step "mkosi: Debian bookworm tree"
 tree=$work/tree
-rm -rf "$tree" "$out/vmlinuz" "$out/initrd.img" "$out/root.img" "$out/manifest.txt"
+rm -rf "$tree" "$out/manifest.txt"
+(cd "$out" && rm -f "${outputs[@]}")
 mkdir -p "$out/mkosi-cache"
 unshare -m --propagation private sh -c '
 	mkdir -p /run/systemd/nspawn &&
@@ -143,9 +175,10 @@ cp "$tree/boot/initrd.img-$kv" "$out/initrd.img"
 # The initrd is an output of the tree, not part of it.
 rm -f "$tree/boot/initrd.img-$kv" "$tree/initrd.img" "$tree/initrd.img.old"
 
-# 4. root.img: every time clamped to SOURCE_DATE_EPOCH; ext4 with a fixed
-# UUID and hash seed; E2FSPROGS_FAKE_TIME fixes the superblock's times.
-step "mkfs.ext4 root.img"
+# 4. The file system: every time clamped to SOURCE_DATE_EPOCH; ext4 with a
+# fixed UUID and hash seed; E2FSPROGS_FAKE_TIME fixes the superblock's times.
+# It is mounted read-only at boot and never written.
+step "mkfs.ext4"
 find "$tree" -xdev -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 used_mb=$(du -sm --apparent-size "$tree" | cut -f1)
 size_mb=$(((used_mb * 3 / 2 + 512 + 63) / 64 * 64))
@@ -154,21 +187,89 @@ E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -t ext4 -T default \
 	-E "hash_seed=$ROOT_UUID,root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0" \
 	-d "$tree" "$out/root.img.tmp" "${size_mb}M"
 "$root/hack/image/clamp-times.sh" "$out/root.img.tmp" "$SOURCE_DATE_EPOCH" "$tree"
+
+# 5. dm-verity: the hash tree goes right after the file system on the same
+# disk, without a verity superblock: every parameter (root hash, salt, data
+# blocks, hash offset) is on the measured kernel command line, none is read
+# from the disk. The salt is the inputs' hash: the same inputs, the same
+# root hash.
+step "veritysetup format"
+data_blocks=$((size_mb * 256))
+hash_offset=$((size_mb << 20))
+salt=$inputs_hash
+veritysetup format --no-superblock --format=1 --hash=sha256 \
+	--data-block-size=4096 --hash-block-size=4096 \
+	--data-blocks="$data_blocks" --hash-offset="$hash_offset" --salt="$salt" \
+	"$out/root.img.tmp" "$out/root.img.tmp" >"$work/verity.txt"
+root_hash=$(awk '/^Root hash:/ {print $3}' "$work/verity.txt")
+[ ${#root_hash} = 64 ] || { cat "$work/verity.txt" >&2; echo "image: no root hash from veritysetup" >&2; exit 1; }
 mv "$out/root.img.tmp" "$out/root.img"
+
+# 6. The unified kernel image. The command line is the same for every node
+# (nodes are configured through SMBIOS OEM strings): it is measured, and it
+# carries the root hash, so the root file system is covered by PCRs 4 and 11.
+step "uki.efi"
+cmdline="root=LABEL=$ROOT_LABEL ro fsck.mode=skip console=ttyS0 panic=-1 cloister.verity=$root_hash,$salt,$data_blocks,$hash_offset"
+printf '%s\0' "$cmdline" >"$work/cmdline"
+printf '%s\n' "$cmdline" >"$out/cmdline"
+printf 'ID=cloister\nID_LIKE=debian\nNAME="Cloister node"\nPRETTY_NAME="Cloister node (Debian bookworm, kernel %s)"\n' "$kv" >"$work/os-release"
+stub=$tree/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+[ -f "$stub" ] || { echo "image: no EFI stub in the tree (systemd-boot-efi)" >&2; exit 1; }
+# Sections go after the stub's own, each at a 1 MiB-aligned address above
+# the previous one (systemd's documented objcopy recipe).
+stub_end=0
+while read -r _ _ size vma _; do
+	stub_end=$((16#$vma + 16#$size > stub_end ? 16#$vma + 16#$size : stub_end))
+done < <(objdump -h -w "$stub" | awk '$1 ~ /^[0-9]+$/')
+align() { echo $((($1 + 0xfffff) & ~0xfffff)); }
+addr=$(align "$stub_end")
+objcopy_args=()
+for s in .osrel:"$work/os-release" .cmdline:"$work/cmdline" .linux:"$out/vmlinuz" .initrd:"$out/initrd.img"; do
+	name=${s%%:*} file=${s#*:}
+	objcopy_args+=(--add-section "$name=$file" --change-section-vma "$(printf '%s=0x%x' "$name" "$addr")")
+	addr=$(align $((addr + $(stat -c %s "$file"))))
+done
+objcopy "${objcopy_args[@]}" "$stub" "$out/uki.efi.tmp"
+# objcopy stamps the time of the build into the PE header, which is part of
+# the Authenticode hash (PCR 4): set it to SOURCE_DATE_EPOCH.
+(cd "$root" && "$GO" run ./hack/image/pestamp "$SOURCE_DATE_EPOCH" "$out/uki.efi.tmp")
+mv "$out/uki.efi.tmp" "$out/uki.efi"
+
+# 7. Reference values: predicted from uki.efi, plus the firmware's own PCRs
+# measured from the firmware file (OVMF's cannot be replayed from it).
+for n in $VM_CPUS; do
+	sfx=$(suffix "$n")
+	step "reference values: firmware PCRs (boots $FIRMWARE_CODE alone, $n vCPU, ${MEMORY_MIB} MiB)"
+	MEMORY_MIB=$MEMORY_MIB CPUS=$n "$root/hack/image/firmware-pcrs.sh" "$FIRMWARE_CODE" "$FIRMWARE_VARS" "$out/firmware-pcrs$sfx.txt"
+	step "reference values: predicting PCRs from uki.efi ($n vCPU)"
+	(cd "$root" && "$GO" run ./hack/image/predict \
+		-uki "$out/uki.efi" -linux "$out/vmlinuz" -initrd "$out/initrd.img" -cmdline "$work/cmdline" \
+		-osrel "$work/os-release" -firmware "$out/firmware-pcrs$sfx.txt" \
+		-events "$out/pcr-events.txt" -o "$out/reference-values$sfx.yaml" -shape "${sfx#-}")
+done
 
 # Manifest.
 {
 	echo "# Cloister node image manifest (hack/image/build.sh)"
 	echo "inputs_sha256 $inputs_hash"
-	echo "git_commit $(git -C "$root" rev-parse HEAD)$(git -C "$root" diff --quiet HEAD -- image hack/image || echo ' (image/ or hack/image/ modified)')"
+	echo "git_commit $(git -C "$root" rev-parse HEAD)$(git -C "$root" diff --quiet HEAD -- image hack/image internal/measure || echo ' (image/, hack/image/ or internal/measure modified)')"
 	echo "go $("$GO" env GOVERSION)"
 	echo "kernel $kv"
 	echo "root_label $ROOT_LABEL"
 	echo "root_uuid $ROOT_UUID"
+	echo "verity_root_hash $root_hash"
+	echo "verity_salt $salt"
+	echo "verity_data_blocks $data_blocks"
+	echo "verity_hash_offset $hash_offset"
+	echo "cmdline $cmdline"
 	sed 's/^/input /' "$inputs"
 	chroot "$tree" dpkg-query -W -f='package ${Package} ${Version}\n' | LC_ALL=C sort
-	(cd "$out" && sha256sum vmlinuz initrd.img root.img | sed 's/^/output /')
+	for n in $VM_CPUS; do
+		grep -h '^ *"[0-9]*": {value:' "$out/reference-values$(suffix "$n").yaml" |
+			sed "s/^ *\"\([0-9]*\)\": {value: \"\([0-9a-f]*\)\".*/pcr \1 \2 (${n} vCPU)/"
+	done
+	(cd "$out" && sha256sum "${outputs[@]}" | sed 's/^/output /')
 } >"$out/manifest.txt.tmp"
 mv "$out/manifest.txt.tmp" "$out/manifest.txt"
-step "done: $out/{vmlinuz,initrd.img,root.img,manifest.txt}"
-grep '^output ' "$out/manifest.txt" >&2
+step "done: $out/{$(IFS=,; echo "${outputs[*]}"),manifest.txt}"
+grep '^output \|^pcr ' "$out/manifest.txt" >&2

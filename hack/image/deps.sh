@@ -11,7 +11,10 @@ packages=(
   zstd cpio kmod                      # inspecting the initrd and modules
   qemu-system-x86 qemu-utils ovmf     # booting it (TCG), measured boot
   swtpm swtpm-tools                   # the VM's vTPM
-  gdisk cryptsetup-bin                # state disks: GPT label, luksDump
+  gdisk cryptsetup-bin                # state disks: GPT label, luksDump; veritysetup format
+  binutils                            # objcopy: the unified kernel image
+  tpm2-tools                          # tpm2_pcrread: the firmware's PCRs (firmware-pcrs.sh)
+  dosfstools mtools                   # smoke.sh: the EFI system partition, without mounting
 )
 
 missing=()

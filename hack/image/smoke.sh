@@ -14,7 +14,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 img=${IMAGE_OUT:-$root/.cache/image}
 timeout_s=${SMOKE_TIMEOUT:-300}
-for f in vmlinuz initrd.img root.img; do
+for f in uki.efi root.img; do
 	[ -f "$img/$f" ] || {
 		echo "smoke: $img/$f missing: run make image" >&2
 		exit 1
@@ -45,6 +45,14 @@ qemu-img create -q -f qcow2 -F raw -b "$img/root.img" "$dir/root.qcow2"
 truncate -s 1G "$dir/state.img"
 sgdisk -o -n 1:0:+1020M -c 1:cloister-state "$dir/state.img" >/dev/null
 cp /usr/share/OVMF/OVMF_VARS_4M.fd "$dir/OVMF_VARS.fd"
+# The boot disk: an EFI system partition with the unified kernel image as
+# the default boot path (FAT written into the file, never mounted).
+esp_mib=$(($(stat -c %s "$img/uki.efi") / 1048576 + 16))
+truncate -s $((esp_mib + 2))M "$dir/esp.img"
+sgdisk --new=1:2048:+"$esp_mib"M --typecode=1:ef00 --change-name=1:ESP "$dir/esp.img" >/dev/null
+mkfs.vfat --offset=2048 "$dir/esp.img" $((esp_mib * 1024)) >/dev/null
+mmd -i "$dir/esp.img@@1M" ::/EFI ::/EFI/BOOT
+mcopy -i "$dir/esp.img@@1M" "$img/uki.efi" ::/EFI/BOOT/BOOTX64.EFI
 # Configuration through the image's fw_cfg test hook (no join services here).
 printf '# from the host via fw_cfg\njoinEndpoints: []\n' >"$dir/node.yaml"
 
@@ -59,13 +67,13 @@ timeout "$timeout_s" qemu-system-x86_64 -accel tcg -machine q35 -m 2048 -smp 1 \
 	-no-reboot -display none -monitor none -serial file:"$dir/serial.log" \
 	-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
 	-drive if=pflash,format=raw,file="$dir/OVMF_VARS.fd" \
-	-kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
-	-append "root=LABEL=cloister-root console=ttyS0 panic=-1 cloister.role=control-plane cloister.node=smoke" \
+	-smbios type=11,value=cloister.role=control-plane -smbios type=11,value=cloister.node=smoke \
+	-drive if=none,id=esp,format=raw,file="$dir/esp.img" -device virtio-blk-pci,drive=esp,bootindex=0 \
 	-drive if=virtio,format=qcow2,file="$dir/root.qcow2" \
 	-drive if=virtio,format=raw,file="$dir/state.img" \
 	-chardev socket,id=chrtpm,path="$dir/swtpm.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-crb,tpmdev=tpm0 \
 	-fw_cfg name=opt/cloister/node.yaml,file="$dir/node.yaml" \
-	-netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$status_port"-:9101 -device virtio-net-pci,netdev=n0 \
+	-netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$status_port"-:9101 -device virtio-net-pci,netdev=n0,romfile= \
 	</dev/null >"$dir/qemu.log" 2>&1 &
 qemu_pid=$!
 

@@ -19,11 +19,18 @@ type Firmware struct {
 	Vars string
 }
 
-// NewFirmware copies OVMF's variable store into dir.
-func NewFirmware(t TB, dir string) *Firmware {
+// NewFirmware copies OVMF's variable store into dir. code and vars default
+// to Debian's 4 MiB build without Secure Boot.
+func NewFirmware(t TB, dir, code, vars string) *Firmware {
 	t.Helper()
-	code := RequireFile(t, ovmfCode, "ovmf")
-	vars := RequireFile(t, ovmfVars, "ovmf")
+	if code == "" {
+		code = ovmfCode
+	}
+	if vars == "" {
+		vars = ovmfVars
+	}
+	code = RequireFile(t, code, "ovmf")
+	vars = RequireFile(t, vars, "ovmf")
 	fw := &Firmware{Code: code, Vars: filepath.Join(dir, "OVMF_VARS.fd")}
 	copyFile(t, vars, fw.Vars, 0o644)
 	return fw

@@ -82,6 +82,16 @@ func (p *TPM) start(t TB, runDir string, limit time.Duration) (sock string, stop
 		t.Fatal(err)
 	}
 	sock = filepath.Join(runDir, "swtpm.sock")
+	// A Unix socket's path has at most 107 bytes; long test names make
+	// longer temporary directories.
+	if len(sock) > 100 {
+		short, err := os.MkdirTemp("", "tpm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(short) })
+		sock = filepath.Join(short, "swtpm.sock")
+	}
 	logPath := filepath.Join(runDir, "swtpm.log")
 	proc := startProcess(t, filepath.Join(runDir, "swtpm.out"), limit, swtpm, "socket", "--tpm2",
 		"--tpmstate", "dir="+p.StateDir,

@@ -3,32 +3,35 @@ package harness
 import (
 	"context"
 	"debug/pe"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/cloister-dev/cloister/internal/measure"
 )
 
-const efiStub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+// ukiSections are the sections make image adds to systemd's EFI stub, in
+// the order it adds them (hack/image/build.sh, step 6).
+var ukiSections = []string{".osrel", ".cmdline", ".linux", ".initrd"}
 
-// NewESP builds a unified kernel image (systemd's EFI stub with kernel,
-// initrd and cmdline as sections) and puts it on a GPT disk image with an
-// EFI system partition as \EFI\BOOT\BOOTX64.EFI, the path firmware boots
-// without any boot entry. It returns the disk image's path.
+// NewESP puts a unified kernel image on a GPT disk image with an EFI system
+// partition as \EFI\BOOT\BOOTX64.EFI, the path firmware boots without any
+// boot entry, and returns the disk image's path.
 //
 // Why not QEMU's -kernel: OVMF's direct kernel boot measures the kernel as
 // an EFI application before its "Calling EFI Application" event, and the
 // go-tpm-tools event log parser (which our tpm validator uses) refuses that
 // log; SeaBIOS's log has error separators it refuses as well. A boot from an
 // ESP is what real UEFI machines do, and its log parses. The kernel command
-// line is part of the measured image: keep it the same for every node of a
-// cluster and configure nodes through SMBIOS OEM strings.
-func NewESP(t TB, dir, kernel, initrd, cmdline string) string {
+// line is part of the measured image: it is the same for every node, which
+// is configured through SMBIOS OEM strings.
+func NewESP(t TB, dir, uki string) string {
 	t.Helper()
-	stub := RequireFile(t, efiStub, "systemd-boot-efi")
-	objcopy := RequireTool(t, "objcopy")
 	sgdisk := RequireTool(t, "sgdisk")
 	mkfs := RequireTool(t, "mkfs.vfat")
 	mmd := RequireTool(t, "mmd")
@@ -42,32 +45,6 @@ func NewESP(t TB, dir, kernel, initrd, cmdline string) string {
 			t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
 		}
 	}
-
-	cmdFile := filepath.Join(dir, "cmdline")
-	writeFile(t, cmdFile, cmdline+"\x00")
-	osrel := filepath.Join(dir, "os-release")
-	writeFile(t, osrel, "ID=cloister-e2e\nNAME=\"Cloister e2e node\"\n")
-	// Sections go after the stub's own, each at an aligned address above
-	// the previous one.
-	base, err := stubEnd(stub)
-	if err != nil {
-		t.Fatalf("reading %s: %v", stub, err)
-	}
-	uki := filepath.Join(dir, "uki.efi")
-	args := []string{}
-	addr := alignUp(base, 1<<20)
-	for _, s := range []struct{ name, file string }{
-		{".osrel", osrel}, {".cmdline", cmdFile}, {".linux", kernel}, {".initrd", initrd},
-	} {
-		fi, err := os.Stat(s.file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		args = append(args, "--add-section", s.name+"="+s.file, "--change-section-vma", fmt.Sprintf("%s=0x%x", s.name, addr))
-		addr = alignUp(addr+uint64(fi.Size()), 1<<20)
-	}
-	run(objcopy, append(args, stub, uki)...)
-
 	// A GPT disk with one EFI system partition from 1 MiB; FAT written into
 	// the file at that offset, never mounted.
 	ukiInfo, err := os.Stat(uki)
@@ -93,6 +70,89 @@ func NewESP(t TB, dir, kernel, initrd, cmdline string) string {
 	run(mmd, "-i", img, "::/EFI", "::/EFI/BOOT")
 	run(mcopy, "-i", img, uki, "::/EFI/BOOT/BOOTX64.EFI")
 	return disk
+}
+
+// RebuildUKI makes a unified kernel image in dir from uki, with the
+// sections in replace instead of uki's, by make image's recipe: the EFI
+// stub (uki without its added sections), then .osrel, .cmdline, .linux and
+// .initrd, each at a 1 MiB-aligned address above the previous one. With
+// nothing replaced it gives an image that measures like uki. It returns the
+// new image's path. Tamper scenarios use it to change one part of a real
+// image.
+func RebuildUKI(t TB, dir, uki string, replace map[string][]byte) string {
+	t.Helper()
+	objcopy := RequireTool(t, "objcopy")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.CommandContext(ctx, objcopy, args...).CombinedOutput(); err != nil {
+			t.Fatalf("objcopy %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	orig, err := os.ReadFile(uki)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range replace {
+		if !slices.Contains(ukiSections, name) {
+			t.Fatalf("harness: RebuildUKI: unknown section %q (want one of %v)", name, ukiSections)
+		}
+	}
+	stub := filepath.Join(dir, "stub.efi")
+	var rm []string
+	for _, name := range ukiSections {
+		rm = append(rm, "--remove-section", name)
+	}
+	run(append(rm, uki, stub)...)
+	base, err := stubEnd(stub)
+	if err != nil {
+		t.Fatalf("reading %s: %v", stub, err)
+	}
+	args := []string{}
+	addr := alignUp(base, 1<<20)
+	for _, name := range ukiSections {
+		data, ok := replace[name]
+		if !ok {
+			data, ok, err = measure.Section(orig, name)
+			if err != nil || !ok {
+				t.Fatalf("harness: %s has no section %s (%v)", uki, name, err)
+			}
+		}
+		file := filepath.Join(dir, "section"+name)
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--add-section", name+"="+file, "--change-section-vma", fmt.Sprintf("%s=0x%x", name, addr))
+		addr = alignUp(addr+uint64(len(data)), 1<<20)
+	}
+	out := filepath.Join(dir, "uki.efi")
+	run(append(args, stub, out)...)
+	// objcopy stamps the current time into the PE header; make image sets
+	// the original's (SOURCE_DATE_EPOCH).
+	rebuilt, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := measure.Normalize(rebuilt, peTimestamp(orig)); err != nil {
+		t.Fatalf("normalizing %s: %v", out, err)
+	}
+	if err := os.WriteFile(out, rebuilt, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// peTimestamp is a PE image's COFF time stamp (0 if it has none).
+func peTimestamp(img []byte) uint32 {
+	if len(img) < 0x40 {
+		return 0
+	}
+	off := int(binary.LittleEndian.Uint32(img[0x3c:]))
+	if off < 0 || off+12 > len(img) {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(img[off+8:])
 }
 
 // stubEnd is the first virtual address after the stub's sections.

@@ -3,10 +3,12 @@ package harness
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,8 +30,14 @@ type NodeConfig struct {
 	RootDisk string
 	// RootFiles are written into a private copy of RootDisk before the
 	// first boot (absolute path → content), as an operator bakes them into
-	// their image.
+	// their image. The node image's root is verity-protected: changing it
+	// fails the boot; hand its nodes files with FwCfgFiles instead.
 	RootFiles map[string][]byte
+	// FwCfgFiles are QEMU fw_cfg items opt/cloister/<name> (name → host
+	// file): the node image's test hook copies node.yaml,
+	// join-service-policy.yaml, policy.yaml, bootstrapper.yaml and
+	// tpm-ek-roots.pem into /etc/cloister before the daemons start.
+	FwCfgFiles map[string]string
 	// StateDiskMiB, if positive, creates a blank state disk of that size
 	// (see NewStateDisk), attached after the root disk and kept across the
 	// node's reboots.
@@ -44,6 +52,10 @@ type NodeConfig struct {
 	// OVMF boots through UEFI firmware, which measures the boot into the
 	// vTPM; without it SeaBIOS boots the kernel directly (nothing measured).
 	OVMF bool
+	// FirmwareCode and FirmwareVars (with OVMF) replace Debian's 4 MiB
+	// OVMF build without Secure Boot, the firmware the image's reference
+	// values are for.
+	FirmwareCode, FirmwareVars string
 	// ESP (with OVMF) is a boot disk NewESP made: the firmware boots its
 	// unified kernel image like a real UEFI machine, instead of QEMU's
 	// -kernel; Kernel, Initrd and Cmdline are then unused. Nodes that share
@@ -104,7 +116,7 @@ func NewNode(t TB, cfg NodeConfig) *Node {
 		n.TPM = NewTPM(t, cfg.TPMCA, dir)
 	}
 	if cfg.OVMF {
-		n.Firmware = NewFirmware(t, dir)
+		n.Firmware = NewFirmware(t, dir, cfg.FirmwareCode, cfg.FirmwareVars)
 	}
 	if len(cfg.RootFiles) > 0 {
 		if cfg.RootDisk == "" {
@@ -188,6 +200,9 @@ func (n *Node) Boot(t TB) *VM {
 	}
 	for _, s := range cfg.OEMStrings {
 		args = append(args, "-smbios", "type=11,value="+qemuEscape(s))
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.FwCfgFiles)) {
+		args = append(args, "-fw_cfg", "name=opt/cloister/"+qemuEscape(name)+",file="+qemuEscape(cfg.FwCfgFiles[name]))
 	}
 	if n.Firmware != nil {
 		args = append(args,

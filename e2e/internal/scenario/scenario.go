@@ -61,15 +61,21 @@ var BootFailures = []*regexp.Regexp{
 	regexp.MustCompile(`(disk-mapper|bootstrapper)\[\d+\]: .*"level":"ERROR"`),
 }
 
-// kubernetesShape is the machine every node of a Kubernetes cluster gets.
-// One shape for all: OVMF's PCR 0 differs between machines of different
-// CPU counts or memory sizes, so a cluster's nodes are one instance type,
-// as in a cloud. kubeadm's preflight wants 2 CPUs and 1.7 GiB on a control
-// plane; etcd and the API server under TCG want more memory.
-var kubernetesShape = struct {
+// shape is a machine type. A cluster's nodes all have one, as in a cloud:
+// OVMF's PCR 0 differs between machines of different vCPU counts (and
+// below 2 GiB of memory), and make image predicts it per vCPU count.
+type shape struct {
 	cpus, memoryMiB int
 	stateDiskMiB    int64
-}{2, 3072, 2048}
+}
+
+var (
+	// smallShape runs Cloister's daemons.
+	smallShape = shape{cpus: 1, memoryMiB: 2048, stateDiskMiB: 512}
+	// kubernetesShape runs a control plane: kubeadm's preflight wants 2
+	// CPUs and 1.7 GiB; etcd and the API server under TCG want more memory.
+	kubernetesShape = shape{cpus: 2, memoryMiB: 3072, stateDiskMiB: 2048}
+)
 
 // Options vary a cluster.
 type Options struct {
@@ -91,30 +97,32 @@ type Cluster struct {
 	CLI string
 	// ControlPlane has a fresh state disk; it has not booted yet.
 	ControlPlane *harness.Node
-	// Policy is the bootstrap policy file (PCRs 0-9 of a first boot).
+	// Policy is the policy file: the reference values make image predicted
+	// for the image on the cluster's machine shape.
 	Policy string
 	// Roots are the CLI's --tpm-ek-roots flags for the nodes' vTPMs.
 	Roots []string
 	// ClusterDir is where `cloister init` writes the cluster's files.
 	ClusterDir string
 
-	// What workers share with the control plane: the policy document and
-	// EK roots baked into their images, the boot disk, the root image, the
-	// TPM CA.
-	PolicyDoc, RootsPEM []byte
-	ESP                 string
-	Image               harness.Image
-	CA                  *harness.TPMCA
+	// What workers share with the control plane: their configuration
+	// files, the boot disk, the image, the TPM CA, the machine shape.
+	RootsFile string
+	ESP       string
+	Image     harness.Image
+	CA        *harness.TPMCA
 
+	shape    shape
+	dir      string
 	progress func(format string, args ...any)
 }
 
-// New boots the image once on its own node to read its PCRs: the bootstrap
-// policy (UNVERIFIED, trust on first use, as an operator would on a first
-// boot) that is then baked into the image with the EK roots the join
-// service needs. It returns the cluster with its control plane, not yet
-// booted, of the same image with those files. All nodes boot the same UKI
-// disk: the same measurements.
+// New returns a cluster whose control plane (not yet booted) and workers
+// boot the image's unified kernel image, check each other against the
+// reference values make image predicted for the image (no trust on first
+// use), and trust the EK roots of the test's vTPMs. The image's root file
+// system is verity-protected: nodes get their files through fw_cfg (the
+// image's test hook) and their settings through SMBIOS OEM strings.
 func New(t harness.TB, opts Options) *Cluster {
 	t.Helper()
 	progress := opts.Progress
@@ -122,47 +130,66 @@ func New(t harness.TB, opts Options) *Cluster {
 		progress = t.Logf
 	}
 	img := harness.NodeImage(t)
+	sh := smallShape
+	if opts.Kubernetes {
+		sh = kubernetesShape
+	}
+	pol, ok := img.ReferenceValuesByCPUs[sh.cpus]
+	if !ok {
+		t.Fatalf("node image: no reference values for %d vCPUs (make image measures the firmware per vCPU count)", sh.cpus)
+	}
 	progress("building the cloister CLI")
 	cli := BuildCLI(t)
 	ca := harness.NewTPMCA(t)
-	esp := harness.NewESP(t, t.TempDir(), img.Vmlinuz, img.Initrd, harness.KernelCmdline(img.Cmdline))
-	config := func(name string, files map[string][]byte) harness.NodeConfig {
-		cfg := harness.NodeConfig{
-			Name:     name,
-			ESP:      esp,
-			RootDisk: img.Root,
-			// The same OEM strings for both boots: the same PCRs.
-			OEMStrings:   []string{"cloister.role=control-plane", "cloister.node=cp-1"},
-			RootFiles:    files,
-			StateDiskMiB: 512,
-			Forwards:     []int{JoinServicePort, AttestedPort, StatusPort},
-			TPMCA:        ca,
-			OVMF:         true,
-			MemoryMiB:    2048,
-			Timeout:      10 * time.Minute,
-		}
-		if opts.Kubernetes {
-			cfg.CPUs, cfg.MemoryMiB, cfg.StateDiskMiB = kubernetesShape.cpus, kubernetesShape.memoryMiB, kubernetesShape.stateDiskMiB
-			cfg.Forwards = append(cfg.Forwards, KubeAPIPort, MetricsPort)
-			cfg.Timeout = 60 * time.Minute
-		}
-		return cfg
-	}
 	dir := t.TempDir()
-	pol := filepath.Join(dir, "policy.yaml")
-
-	measure := harness.NewNode(t, config("measure", nil))
-	// The guest's evidence carries its EK certificate but not the local
-	// CA's intermediate, so the CLI trusts the intermediate as an anchor too.
-	roots := []string{"--tpm-ek-roots=" + ca.RootPEM, "--tpm-ek-roots=" + ca.IssuerPEM}
-	progress("measuring a first boot of the image for the bootstrap policy (trust on first use)")
-	vm := BootUntilWaiting(t, measure)
-	RunCLI(t, cli, 2*time.Minute, append([]string{"policy", "from-node", "--node", measure.Addr(AttestedPort), "--variant", "tpm", "--pcrs", "0-9", "--policy", pol}, roots...)...)
-	vm.Stop()
-	policyDoc, err := os.ReadFile(pol)
-	if err != nil {
-		t.Fatal(err)
+	c := &Cluster{
+		CLI:    cli,
+		Policy: pol,
+		// The guest's evidence carries its EK certificate but not the local
+		// CA's intermediate, so the CLI trusts the intermediate as an anchor too.
+		Roots:      []string{"--tpm-ek-roots=" + ca.RootPEM, "--tpm-ek-roots=" + ca.IssuerPEM},
+		ClusterDir: filepath.Join(dir, "cluster"),
+		RootsFile:  filepath.Join(dir, "tpm-ek-roots.pem"),
+		ESP:        harness.NewESP(t, t.TempDir(), img.UKI),
+		Image:      img,
+		CA:         ca,
+		shape:      sh,
+		dir:        dir,
+		progress:   progress,
 	}
+	files := map[string]string{
+		"policy.yaml":              pol,
+		"join-service-policy.yaml": pol,
+		"tpm-ek-roots.pem":         c.RootsFile,
+	}
+	for name, b := range opts.ControlPlaneFiles {
+		f := filepath.Join(dir, "cp-"+name)
+		if strings.Contains(name, "/") || os.WriteFile(f, b, 0o644) != nil {
+			t.Fatalf("control-plane file %q: want a file name the fw_cfg hook knows", name)
+		}
+		files[name] = f
+	}
+	cfg := harness.NodeConfig{
+		Name:         "cp",
+		ESP:          c.ESP,
+		RootDisk:     img.Root,
+		OEMStrings:   []string{"cloister.role=control-plane", "cloister.node=cp-1"},
+		FwCfgFiles:   files,
+		StateDiskMiB: sh.stateDiskMiB,
+		Forwards:     []int{JoinServicePort, AttestedPort, StatusPort},
+		TPMCA:        ca,
+		OVMF:         true,
+		CPUs:         sh.cpus,
+		MemoryMiB:    sh.memoryMiB,
+		Timeout:      10 * time.Minute,
+	}
+	if opts.Kubernetes {
+		cfg.Forwards = append(cfg.Forwards, KubeAPIPort, MetricsPort)
+		cfg.Timeout = 60 * time.Minute
+	}
+	c.ControlPlane = harness.NewNode(t, cfg)
+	// swtpm's local CA writes its certificates when the first vTPM is
+	// manufactured (NewNode); the hook reads the file at boot.
 	var rootsPEM []byte
 	for _, f := range []string{ca.RootPEM, ca.IssuerPEM} {
 		b, err := os.ReadFile(f)
@@ -171,31 +198,14 @@ func New(t harness.TB, opts Options) *Cluster {
 		}
 		rootsPEM = append(rootsPEM, b...)
 	}
-	files := map[string][]byte{
-		"/etc/cloister/policy.yaml":              policyDoc,
-		"/etc/cloister/join-service-policy.yaml": policyDoc,
-		"/etc/cloister/trust/tpm-ek-roots.pem":   rootsPEM,
+	if err := os.WriteFile(c.RootsFile, rootsPEM, 0o644); err != nil {
+		t.Fatal(err)
 	}
-	for name, b := range opts.ControlPlaneFiles {
-		files[name] = b
-	}
-	return &Cluster{
-		CLI:          cli,
-		ControlPlane: harness.NewNode(t, config("cp", files)),
-		Policy:       pol,
-		PolicyDoc:    policyDoc,
-		Roots:        roots,
-		RootsPEM:     rootsPEM,
-		ClusterDir:   filepath.Join(dir, "cluster"),
-		ESP:          esp,
-		Image:        img,
-		CA:           ca,
-		progress:     progress,
-	}
+	return c
 }
 
-// NewWorker prepares a worker: the cluster's boot disk and root image, its
-// policy and EK roots baked in, and 10.0.2.2:joinPort (a host port that
+// NewWorker prepares a worker: the cluster's boot disk, image, policy,
+// EK roots and machine shape, and 10.0.2.2:joinPort (a host port that
 // reaches the control plane's join service) as its join endpoint, for the
 // first join and after reboots.
 func (c *Cluster) NewWorker(t harness.TB, name string, joinPort int) *harness.Node {
@@ -207,22 +217,26 @@ func (c *Cluster) NewWorker(t harness.TB, name string, joinPort int) *harness.No
 func (c *Cluster) NewNode(t harness.TB, name, esp string, joinPort int, nodeName string) *harness.Node {
 	t.Helper()
 	join := "10.0.2.2:" + strconv.Itoa(joinPort)
+	nodeYAML := filepath.Join(c.dir, name+"-node.yaml")
+	if err := os.WriteFile(nodeYAML, fmt.Appendf(nil, "joinEndpoints: [%q]\n", join), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return harness.NewNode(t, harness.NodeConfig{
 		Name:     name,
 		ESP:      esp,
 		RootDisk: c.Image.Root,
-		RootFiles: map[string][]byte{
-			"/etc/cloister/join-service-policy.yaml": c.PolicyDoc,
-			"/etc/cloister/trust/tpm-ek-roots.pem":   c.RootsPEM,
-			"/etc/cloister/node.yaml":                fmt.Appendf(nil, "joinEndpoints: [%q]\n", join),
+		FwCfgFiles: map[string]string{
+			"join-service-policy.yaml": c.Policy,
+			"tpm-ek-roots.pem":         c.RootsFile,
+			"node.yaml":                nodeYAML,
 		},
 		OEMStrings:   []string{"cloister.role=worker", "cloister.node=" + nodeName, "cloister.join=" + join},
-		StateDiskMiB: kubernetesShape.stateDiskMiB,
-		Forwards:     []int{StatusPort},
+		StateDiskMiB: c.shape.stateDiskMiB,
+		Forwards:     []int{StatusPort, AttestedPort},
 		TPMCA:        c.CA,
 		OVMF:         true,
-		CPUs:         kubernetesShape.cpus,
-		MemoryMiB:    kubernetesShape.memoryMiB,
+		CPUs:         c.shape.cpus,
+		MemoryMiB:    c.shape.memoryMiB,
 		Timeout:      60 * time.Minute,
 	})
 }
