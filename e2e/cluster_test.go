@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -72,10 +73,13 @@ var (
 //  3. tamper: a VM booting a modified initrd is refused; the join service's
 //     audit log and metrics name the PCR, the node's status says why it
 //     waits, no Node appears;
-//  4. reboot: the worker power-cycles; disk-mapper gets its key back from the
+//  4. double join: with its bootstrapper's state deleted (by someone with
+//     its disk key), the worker asks for a second join in the boot in which
+//     disk-mapper already got its key: refused, the latch named;
+//  5. reboot: the worker power-cycles; disk-mapper gets its key back from the
 //     join service and extends the latch with the cluster ID; the same Node
 //     comes back Ready; its files on the encrypted disk are intact;
-//  5. manual recovery: the worker power-cycles while no join service is
+//  6. manual recovery: the worker power-cycles while no join service is
 //     reachable; `cloister recover` with another cluster's directory is
 //     refused, with the right one the disk opens and the Node comes back.
 //
@@ -150,8 +154,32 @@ func TestCluster(t *testing.T) {
 	}
 	tVM.Stop()
 
-	// 4. The worker power-cycles: the join service gives the key back.
+	// 4. Double join: someone holding the worker's disk key deletes the
+	// bootstrapper's state file. At the next boot disk-mapper gets the key
+	// from the join service (which extends the latch), and the bootstrapper,
+	// finding no state, asks to join again in the same boot: refused, the
+	// latch names why. The disk is put back afterwards.
 	wVM.Stop()
+	backup := copyFile(t, worker.StateDisk)
+	fs := c.StateFS(t, worker)
+	fs.Remove(t, "bootstrapper-state.json")
+	fs.WriteBack(t)
+	wVM = worker.Boot(t)
+	wVM.Console.FailOn = rebootFailures
+	wVM.Expect(t, scenario.RejoinReady, 5*time.Minute)
+	st = harness.WaitStatus(t, worker.Addr(scenario.StatusPort), 5*time.Minute, func(r *statusv1.GetResponse) bool {
+		return r.GetComponent() == "bootstrapper" && strings.Contains(r.GetLastError(), "latch")
+	})
+	t.Logf("second join in one boot: %s", st.GetLastError())
+	if !regexp.MustCompile(`joinservice\[\d+\]: .*"decision":"refused".*latch`).MatchString(scenario.ConsoleText(t, cpVM)) {
+		t.Error("the join service's audit log has no refusal naming the latch")
+	}
+	wVM.Stop()
+	if err := os.Rename(backup, worker.StateDisk); err != nil {
+		t.Fatal(err)
+	}
+
+	// 5. The worker power-cycles: the join service gives the key back.
 	wVM = worker.Boot(t)
 	wVM.Console.FailOn = rebootFailures
 	wVM.Expect(t, scenario.KeyedDiskWaits, 5*time.Minute)
@@ -163,7 +191,7 @@ func TestCluster(t *testing.T) {
 	waitSameNodeReady(t, kube, "worker-1", uid)
 	t.Logf("worker-1: power-on to the same Node Ready again %s", since(wVM.Started))
 
-	// 5. The worker power-cycles with no join service reachable: the
+	// 6. The worker power-cycles with no join service reachable: the
 	// operator recovers it.
 	wVM.Stop()
 	proxy.SetUp(false)
@@ -217,6 +245,17 @@ func TestCluster(t *testing.T) {
 	if kc := c.StateFile(t, worker, "k8s/etc-kubernetes/kubelet.conf"); !strings.Contains(kc, "client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem") {
 		t.Errorf("worker's kubelet.conf on the decrypted state disk does not name the attested certificate:\n%s", kc)
 	}
+}
+
+// copyFile copies a (sparse) disk image next to itself and returns the
+// copy's path.
+func copyFile(t *testing.T, path string) string {
+	t.Helper()
+	dst := path + ".backup"
+	if out, err := exec.Command("cp", "--sparse=always", path, dst).CombinedOutput(); err != nil {
+		t.Fatalf("copying %s: %v\n%s", path, err, out)
+	}
+	return dst
 }
 
 // waitSameNodeReady waits until the Node name, with uid, is Ready again

@@ -24,6 +24,11 @@ import (
 // debugfs reads the ext4 image without mounting it.
 type StateFS struct {
 	image string
+	// What WriteBack needs to encrypt the image into the disk again.
+	disk         string
+	cipher       *xts.Cipher
+	dataOff      int64
+	sector, size int64
 }
 
 // DecryptStateDisk decrypts the state disk image disk into a temporary
@@ -114,7 +119,63 @@ func DecryptStateDisk(t TB, disk string, passphraseFor func(diskUUID string) []b
 			t.Fatalf("e2fsck of the decrypted state disk: %v\n%s", err, out)
 		}
 	}
-	return &StateFS{image: plain}
+	return &StateFS{image: plain, disk: disk, cipher: c, dataOff: dataOff, sector: sector, size: dataSize}
+}
+
+// Remove deletes path from the plaintext image (debugfs, not mounted);
+// WriteBack puts the change on the disk.
+func (s *StateFS) Remove(t TB, path string) {
+	t.Helper()
+	debugfs := RequireTool(t, "debugfs")
+	p := "/" + strings.TrimPrefix(path, "/")
+	if strings.ContainsAny(p, " \"\n") {
+		t.Fatalf("state fs: path %q: no spaces or quotes", p)
+	}
+	if _, err := s.ReadFile(t, p); err != nil {
+		t.Fatalf("state fs: removing %s: %v", p, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, debugfs, "-w", "-R", "rm "+p, s.image).CombinedOutput(); err != nil {
+		t.Fatalf("state fs: debugfs rm %s: %v\n%s", p, err, out)
+	}
+	if _, err := s.ReadFile(t, p); err == nil {
+		t.Fatalf("state fs: %s still there after debugfs rm", p)
+	}
+}
+
+// WriteBack encrypts the plaintext image into the disk's data segment
+// again (the node must be powered off): what someone holding the disk
+// key could do to a node's disk.
+func (s *StateFS) WriteBack(t TB) {
+	t.Helper()
+	src, err := os.Open(s.image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(s.disk, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunk = 1 << 20
+	in, out := make([]byte, chunk), make([]byte, chunk)
+	for off := int64(0); off < s.size; off += chunk {
+		n, err := src.ReadAt(in[:min(chunk, s.size-off)], off)
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		n -= n % int(s.sector)
+		for i := 0; i < n; i += int(s.sector) {
+			s.cipher.Encrypt(out[i:i+int(s.sector)], in[i:i+int(s.sector)], uint64((off+int64(i))/512))
+		}
+		if _, err := dst.WriteAt(out[:n], s.dataOff+off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // ReadFile returns the file at path (relative to the state file system's

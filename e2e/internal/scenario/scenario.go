@@ -260,27 +260,35 @@ func (c *Cluster) Init(t harness.TB, vm *harness.VM, endpoint string) string {
 	return ClusterIDOf(t, c.ClusterDir)
 }
 
-// StateFile reads path from a powered-off node's state disk, decrypted on
-// the host with the disk key derived from the cluster's secrets
-// (generation 1); a read error is returned as the text.
-func (c *Cluster) StateFile(t harness.TB, node *harness.Node, path string) string {
+// StateFS decrypts a powered-off node's state disk on the host with the
+// disk key derived from the cluster's secrets (generation 1).
+func (c *Cluster) StateFS(t harness.TB, node *harness.Node) *harness.StateFS {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(c.ClusterDir, "cluster-secrets.json"))
 	if err != nil {
-		return err.Error()
+		t.Fatalf("the cluster's secrets: %v", err)
 	}
 	secrets, err := keys.ParseClusterSecrets(b)
 	if err != nil {
-		return err.Error()
+		t.Fatalf("the cluster's secrets: %v", err)
 	}
-	fs := harness.DecryptStateDisk(t, node.StateDisk, func(uuid string) []byte {
+	return harness.DecryptStateDisk(t, node.StateDisk, func(uuid string) []byte {
 		k, err := secrets.DiskKey(uuid, keys.FirstGeneration)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return k
 	})
-	out, err := fs.ReadFile(t, path)
+}
+
+// StateFile reads path from a powered-off node's state disk (StateFS); a
+// read error is returned as the text.
+func (c *Cluster) StateFile(t harness.TB, node *harness.Node, path string) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(c.ClusterDir, "cluster-secrets.json")); err != nil {
+		return err.Error()
+	}
+	out, err := c.StateFS(t, node).ReadFile(t, path)
 	if err != nil {
 		return err.Error()
 	}
