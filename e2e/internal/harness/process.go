@@ -32,8 +32,10 @@ func startProcess(t TB, outPath string, limit time.Duration, name string, args .
 	cmd := exec.Command(timeout, append([]string{"--kill-after=10s", secs, name}, args...)...)
 	cmd.Stdout, cmd.Stderr = out, out // stdin stays nil: /dev/null
 	// Its own process group: a Ctrl-C on the test reaches the test, which
-	// stops its children in order, not the children directly.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// stops its children in order, not the children directly. If the test
+	// process dies without its cleanups (killed, go test's timeout),
+	// timeout(1) gets SIGTERM and passes it on: no VM outlives its test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		t.Fatalf("starting %s: %v", name, err)
