@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the QEMU end-to-end tests (make e2e) need, when
-# they are missing. Safe to rerun. make test does not need them.
+# they are missing. Safe to rerun.
 set -euo pipefail
 
 packages=(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that building the node image (make image) and
-# booting it under QEMU need, when missing. Not needed by make test. Safe to
+# booting it under QEMU need, when missing (make test builds the image for
+# its QEMU scenarios). Safe to
 # rerun. In CI (CI=true) a failed install fails the run.
 set -euo pipefail
 
