@@ -27,8 +27,11 @@ import (
 )
 
 // DefaultAttemptTimeout bounds one attempt: the attested handshake (a quote
-// on each side), CSR signing and the call.
-const DefaultAttemptTimeout = 60 * time.Second
+// on each side), CSR signing and the call. It is longer than the join
+// service's own bound on CSR signing (2 minutes): a busy control plane,
+// just after kubeadm init, can take most of that, and an attempt cut short
+// only makes the service start over.
+const DefaultAttemptTimeout = 3 * time.Minute
 
 // maxResponseSize bounds a join ticket: keys, a token, a certificate.
 const maxResponseSize = 64 << 10
