@@ -3,7 +3,10 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"net/http"
@@ -31,6 +34,7 @@ import (
 // The CLI's exit codes (docs/cli.md) the scenarios expect.
 const (
 	exitOK          = 0
+	exitLatch       = 4
 	exitNodeRefused = 5
 )
 
@@ -197,11 +201,18 @@ func TestCluster(t *testing.T) {
 	diskUUID := m[1]
 	wVM.Expect(t, recoveryServing, time.Minute)
 	wVM.Expect(t, rejoinFailed, 2*time.Minute)
+	// `cloister verify` through disk-mapper's attested port: PCR 15 is at
+	// its reset value until a key arrives (exit 4), and the CLI names the
+	// value the cluster's latch must reach.
+	out, stderr, code := scenario.CLIExit(t, c.CLI, 3*time.Minute, append([]string{"verify", "--node", worker.Addr(scenario.AttestedPort), "--policy", c.Policy, "--cluster-dir", c.ClusterDir, "-o", "json"}, c.Roots...)...)
+	if latch := verifyLatch(t, out); code != exitLatch || latch.Match || latch.Got != strings.Repeat("0", 64) || latch.ClusterID != clusterID || latch.Want != expectedPCR15(t, clusterID) {
+		t.Errorf("cloister verify before the key: exit %d, latch %+v; want exit %d, pcr[15] at its reset value, want SHA-256(zeros ‖ %s)\n%s", code, latch, exitLatch, clusterID, stderr)
+	}
 	wrong := otherClusterDir(t)
 	recoverArgs := func(dir string) []string {
-		return append([]string{"recover", "--node", worker.Addr(scenario.AttestedPort), "--policy", c.Policy, "--cluster-dir", dir}, c.Roots...)
+		return append([]string{"recover", "--node", worker.Addr(scenario.AttestedPort), "--disk-uuid", diskUUID, "--policy", c.Policy, "--cluster-dir", dir}, c.Roots...)
 	}
-	if _, stderr, code := scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(wrong)...); code != exitNodeRefused {
+	if _, stderr, code = scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(wrong)...); code != exitNodeRefused {
 		t.Errorf("cloister recover with another cluster's directory: exit %d, want %d\n%s", code, exitNodeRefused, stderr)
 	}
 	wVM.Expect(t, recoveryRefused, time.Minute)
@@ -209,7 +220,7 @@ func TestCluster(t *testing.T) {
 		return r.GetComponent() == "disk-mapper" && r.GetPhase() == "waiting-for-key"
 	})
 	start := time.Now()
-	if out, stderr, code := scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(c.ClusterDir)...); code != exitOK || !strings.Contains(out+stderr, diskUUID) {
+	if out, stderr, code = scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(c.ClusterDir)...); code != exitOK || !strings.Contains(out+stderr, diskUUID) {
 		t.Fatalf("cloister recover: exit %d, want %d and the disk UUID %s\n%s%s", code, exitOK, diskUUID, out, stderr)
 	}
 	if m := wVM.Expect(t, scenario.LatchExtended, time.Minute); m[1] != clusterID {
@@ -391,6 +402,38 @@ func httpGet(t testing.TB, url string) string {
 		t.Fatalf("GET %s: %s, %v", url, resp.Status, err)
 	}
 	return string(b)
+}
+
+// latchReport is the latch part of `cloister verify -o json`.
+type latchReport struct {
+	Register  string `json:"register"`
+	ClusterID string `json:"clusterID"`
+	Want      string `json:"want"`
+	Got       string `json:"got"`
+	Match     bool   `json:"match"`
+}
+
+func verifyLatch(t testing.TB, out string) latchReport {
+	t.Helper()
+	var r struct {
+		Latch *latchReport `json:"latch"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Latch == nil {
+		t.Fatalf("cloister verify -o json: no latch report (%v) in:\n%s", err, out)
+	}
+	return *r.Latch
+}
+
+// expectedPCR15 is PCR 15 after one extend with the cluster ID:
+// SHA-256(32 zero bytes ‖ cluster ID), as docs/cli.md states it.
+func expectedPCR15(t testing.TB, clusterID string) string {
+	t.Helper()
+	id, err := hex.DecodeString(clusterID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(append(make([]byte, 32), id...))
+	return hex.EncodeToString(sum[:])
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }
