@@ -124,7 +124,7 @@ image: k8s
 ## boots, a fresh node's encrypted state disk, then one Kubernetes cluster
 ## through init, outage, join, tamper, reboot and manual recovery.
 E2E_RUN     ?= .
-E2E_TIMEOUT ?= 45m
+E2E_TIMEOUT ?= 60m
 e2e: deps image
 	@./hack/e2e-deps.sh
 	CLOISTER_E2E=1 $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./e2e/...
