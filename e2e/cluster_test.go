@@ -106,7 +106,7 @@ func TestCluster(t *testing.T) {
 	t.Logf("cp-1 Ready %s after QEMU start", since(cpVM.Started))
 
 	// 2. Worker: boots during an outage of the join service (its address
-	// is a proxy that drops every connection), keeps trying, says why it
+	// is a proxy that refuses connections), keeps trying, says why it
 	// waits, and joins by itself once the service is back.
 	proxy := harness.NewProxy(t, cp.Addr(scenario.JoinServicePort), false)
 	worker := c.NewWorker(t, "worker-1", proxy.Port())
@@ -117,7 +117,7 @@ func TestCluster(t *testing.T) {
 		return r.GetComponent() == "bootstrapper" && r.GetAttempts() >= 2 && r.GetLastError() != ""
 	})
 	t.Logf("outage: worker-1 %s after %d attempts: %s", st.GetPhase(), st.GetAttempts(), st.GetLastError())
-	proxy.SetUp(true)
+	proxy.SetUp(t, true)
 	up := time.Now()
 	wVM.Expect(t, scenario.Joined, 20*time.Minute)
 	t.Logf("worker-1 joined %s after the join service came back", since(up))
@@ -194,7 +194,7 @@ func TestCluster(t *testing.T) {
 	// 6. The worker power-cycles with no join service reachable: the
 	// operator recovers it.
 	wVM.Stop()
-	proxy.SetUp(false)
+	proxy.SetUp(t, false)
 	wVM = worker.Boot(t)
 	wVM.Console.FailOn = rebootFailures
 	m := wVM.Expect(t, scenario.KeyedDiskWaits, 5*time.Minute)
@@ -205,6 +205,9 @@ func TestCluster(t *testing.T) {
 	// its reset value until a key arrives (exit 4), and the CLI names the
 	// value the cluster's latch must reach.
 	out, stderr, code := scenario.CLIExit(t, c.CLI, 3*time.Minute, append([]string{"verify", "--node", worker.Addr(scenario.AttestedPort), "--policy", c.Policy, "--cluster-dir", c.ClusterDir, "-o", "json"}, c.Roots...)...)
+	if code != exitLatch {
+		t.Fatalf("cloister verify of the waiting worker: exit %d, want %d (latch at its reset value)\nstdout:\n%s\nstderr:\n%s", code, exitLatch, out, stderr)
+	}
 	if latch := verifyLatch(t, out); code != exitLatch || latch.Match || latch.Got != strings.Repeat("0", 64) || latch.ClusterID != clusterID || latch.Want != expectedPCR15(t, clusterID) {
 		t.Errorf("cloister verify before the key: exit %d, latch %+v; want exit %d, pcr[15] at its reset value, want SHA-256(zeros ‖ %s)\n%s", code, latch, exitLatch, clusterID, stderr)
 	}

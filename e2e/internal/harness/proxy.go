@@ -3,19 +3,21 @@ package harness
 import (
 	"io"
 	"net"
+	"strconv"
 	"sync"
-	"sync/atomic"
 )
 
 // Proxy forwards TCP connections from a port on 127.0.0.1 to a target
-// address, and can be switched off: then it accepts and at once closes
-// every connection, as a load balancer does whose backend is down. Guests
+// address, and can be switched off: then nothing listens on its port and
+// connections are refused, as when the service behind it is down. Guests
 // reach it at 10.0.2.2:Port(). It stops with the test.
 type Proxy struct {
-	ln     net.Listener
 	target string
-	up     atomic.Bool
-	wg     sync.WaitGroup
+	port   int
+
+	mu sync.Mutex
+	ln net.Listener // nil while switched off
+	wg sync.WaitGroup
 }
 
 // NewProxy starts a proxy to target, switched on if up.
@@ -25,40 +27,63 @@ func NewProxy(t TB, target string, up bool) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy: %v", err)
 	}
-	p := &Proxy{ln: ln, target: target}
-	p.up.Store(up)
-	p.wg.Add(1)
-	go p.serve()
+	p := &Proxy{target: target, port: ln.Addr().(*net.TCPAddr).Port}
+	p.serve(ln)
+	if !up {
+		p.SetUp(t, false)
+	}
 	t.Cleanup(func() {
-		ln.Close()
+		p.SetUp(t, false)
 		p.wg.Wait()
 	})
 	return p
 }
 
 // Port is the proxy's port on 127.0.0.1.
-func (p *Proxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+func (p *Proxy) Port() int { return p.port }
 
-// SetUp switches forwarding on or off; connections already forwarded stay.
-func (p *Proxy) SetUp(up bool) { p.up.Store(up) }
-
-func (p *Proxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
+// SetUp switches forwarding on (listening again on the same port) or off;
+// connections already forwarded stay.
+func (p *Proxy) SetUp(t TB, up bool) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case up && p.ln == nil:
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)))
 		if err != nil {
-			return
+			t.Fatalf("proxy: listening again on %d: %v", p.port, err)
 		}
-		if !p.up.Load() {
-			c.Close()
-			continue
-		}
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			p.forward(c)
-		}()
+		p.serveLocked(ln)
+	case !up && p.ln != nil:
+		p.ln.Close()
+		p.ln = nil
 	}
+}
+
+func (p *Proxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.serveLocked(ln)
+}
+
+func (p *Proxy) serveLocked(ln net.Listener) {
+	p.ln = ln
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.forward(c)
+			}()
+		}
+	}()
 }
 
 func (p *Proxy) forward(c net.Conn) {
