@@ -34,6 +34,7 @@ import (
 // The CLI's exit codes (docs/cli.md) the scenarios expect.
 const (
 	exitOK          = 0
+	exitUnavailable = 2
 	exitLatch       = 4
 	exitNodeRefused = 5
 )
@@ -204,7 +205,7 @@ func TestCluster(t *testing.T) {
 	// `cloister verify` through disk-mapper's attested port: PCR 15 is at
 	// its reset value until a key arrives (exit 4), and the CLI names the
 	// value the cluster's latch must reach.
-	out, stderr, code := scenario.CLIExit(t, c.CLI, 3*time.Minute, append([]string{"verify", "--node", worker.Addr(scenario.AttestedPort), "--policy", c.Policy, "--cluster-dir", c.ClusterDir, "-o", "json"}, c.Roots...)...)
+	out, stderr, code := cliExitRetryUnavailable(t, c.CLI, append([]string{"verify", "--node", worker.Addr(scenario.AttestedPort), "--policy", c.Policy, "--cluster-dir", c.ClusterDir, "-o", "json"}, c.Roots...)...)
 	if code != exitLatch {
 		t.Fatalf("cloister verify of the waiting worker: exit %d, want %d (latch at its reset value)\nstdout:\n%s\nstderr:\n%s", code, exitLatch, out, stderr)
 	}
@@ -215,7 +216,7 @@ func TestCluster(t *testing.T) {
 	recoverArgs := func(dir string) []string {
 		return append([]string{"recover", "--node", worker.Addr(scenario.AttestedPort), "--disk-uuid", diskUUID, "--policy", c.Policy, "--cluster-dir", dir}, c.Roots...)
 	}
-	if _, stderr, code = scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(wrong)...); code != exitNodeRefused {
+	if _, stderr, code = cliExitRetryUnavailable(t, c.CLI, recoverArgs(wrong)...); code != exitNodeRefused {
 		t.Errorf("cloister recover with another cluster's directory: exit %d, want %d\n%s", code, exitNodeRefused, stderr)
 	}
 	wVM.Expect(t, recoveryRefused, time.Minute)
@@ -223,7 +224,7 @@ func TestCluster(t *testing.T) {
 		return r.GetComponent() == "disk-mapper" && r.GetPhase() == "waiting-for-key"
 	})
 	start := time.Now()
-	if out, stderr, code = scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(c.ClusterDir)...); code != exitOK || !strings.Contains(out+stderr, diskUUID) {
+	if out, stderr, code = cliExitRetryUnavailable(t, c.CLI, recoverArgs(c.ClusterDir)...); code != exitOK || !strings.Contains(out+stderr, diskUUID) {
 		t.Fatalf("cloister recover: exit %d, want %d and the disk UUID %s\n%s%s", code, exitOK, diskUUID, out, stderr)
 	}
 	if m := wVM.Expect(t, scenario.LatchExtended, time.Minute); m[1] != clusterID {
@@ -254,6 +255,23 @@ func TestCluster(t *testing.T) {
 	}
 	if kc := c.StateFile(t, worker, "k8s/etc-kubernetes/kubelet.conf"); !strings.Contains(kc, "client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem") {
 		t.Errorf("worker's kubelet.conf on the decrypted state disk does not name the attested certificate:\n%s", kc)
+	}
+}
+
+// cliExitRetryUnavailable runs the CLI like scenario.CLIExit and tries
+// again, at most twice, when it could not reach the node (exit 2): a
+// waiting disk-mapper's attested port was seen closing a handshake before
+// sending its evidence once under TCG (a finding under investigation, see
+// the threat model's known limits); every retry is logged.
+func cliExitRetryUnavailable(t *testing.T, cli string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		stdout, stderr, code = scenario.CLIExit(t, cli, 3*time.Minute, args...)
+		if code != exitUnavailable || attempt == 3 {
+			return stdout, stderr, code
+		}
+		t.Logf("RETRY: cloister %s could not reach the node (attempt %d): %s", args[0], attempt, strings.TrimSpace(stderr))
+		time.Sleep(5 * time.Second)
 	}
 }
 
