@@ -121,8 +121,9 @@ image: k8s
 	./hack/image/build.sh
 
 ## e2e: the QEMU end-to-end tests (TCG, part of make test): the harness's own
-## boots, a fresh node's encrypted state disk, then one Kubernetes cluster
-## through init, outage, join, tamper, reboot and manual recovery.
+## boots, a fresh node's encrypted state disk, the measured image and its
+## tampered variants, then one Kubernetes cluster through init, outage, join,
+## tamper, double join and reboot.
 E2E_RUN     ?= .
 E2E_TIMEOUT ?= 60m
 e2e: deps image
