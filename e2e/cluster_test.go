@@ -2,12 +2,17 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -21,11 +26,27 @@ import (
 
 	"github.com/cloister-dev/cloister/e2e/internal/harness"
 	"github.com/cloister-dev/cloister/e2e/internal/scenario"
+	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/measure"
 	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
 
+// The CLI's exit codes (docs/cli.md) the scenarios expect.
+const (
+	exitOK          = 0
+	exitLatch       = 4
+	exitNodeRefused = 5
+)
+
 var (
+	// recoveryServing is disk-mapper's recovery.v1 server up.
+	recoveryServing = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"serving recovery"`)
+	// rejoinFailed is an attempt to reach the configured join service.
+	rejoinFailed = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"rejoin attempt failed"`)
+	// recoveryRefused is disk-mapper refusing a recovery key.
+	recoveryRefused = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"recovery key refused"`)
+	// recoveredReady is disk-mapper opening the disk with the operator's key.
+	recoveredReady = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"state disk ready".*"formatted":false,"key_source":"recovery"`)
 	// tokenIDText is the public ID of a bootstrap token in the join
 	// service's audit line.
 	tokenIDText = regexp.MustCompile(`"token_id":"([a-z0-9]{6})"`)
@@ -63,6 +84,10 @@ var (
 //  5. reboot: the worker power-cycles; disk-mapper gets its key back from the
 //     join service and extends the latch with the cluster ID; the same Node
 //     comes back Ready; its files on the encrypted disk are intact;
+//  6. manual recovery: the worker power-cycles while no join service is
+//     reachable; `cloister verify` shows its latch at the reset value,
+//     `cloister recover` with another cluster's directory is refused, with
+//     the right one the disk opens and the same Node comes back.
 //
 // Both state disks are LUKS2 (cryptsetup luksDump on the host) and what
 // the nodes wrote is not visible in their raw images; no serial console
@@ -168,8 +193,51 @@ func TestCluster(t *testing.T) {
 	waitSameNodeReady(t, kube, "worker-1", uid)
 	t.Logf("worker-1: power-on to the same Node Ready again %s", since(wVM.Started))
 
+	// 6. The worker power-cycles with no join service reachable: the
+	// operator recovers it.
+	wVM.Stop()
+	proxy.SetUp(t, false)
+	wVM = worker.Boot(t)
+	wVM.Console.FailOn = rebootFailures
+	m := wVM.Expect(t, scenario.KeyedDiskWaits, 5*time.Minute)
+	diskUUID := m[1]
+	wVM.Expect(t, recoveryServing, time.Minute)
+	wVM.Expect(t, rejoinFailed, 2*time.Minute)
+	// `cloister verify` through disk-mapper's attested port: PCR 15 is at
+	// its reset value until a key arrives (exit 4), and the CLI names the
+	// value the cluster's latch must reach.
+	out, stderr, code := scenario.CLIExit(t, c.CLI, 3*time.Minute, append([]string{"verify", "--node", worker.Addr(scenario.AttestedPort), "--policy", c.Policy, "--cluster-dir", c.ClusterDir, "-o", "json"}, c.Roots...)...)
+	if code != exitLatch {
+		t.Fatalf("cloister verify of the waiting worker: exit %d, want %d (latch at its reset value)\nstdout:\n%s\nstderr:\n%s", code, exitLatch, out, stderr)
+	}
+	if latch := verifyLatch(t, out); code != exitLatch || latch.Match || latch.Got != strings.Repeat("0", 64) || latch.ClusterID != clusterID || latch.Want != expectedPCR15(t, clusterID) {
+		t.Errorf("cloister verify before the key: exit %d, latch %+v; want exit %d, pcr[15] at its reset value, want SHA-256(zeros ‖ %s)\n%s", code, latch, exitLatch, clusterID, stderr)
+	}
+	wrong := otherClusterDir(t)
+	recoverArgs := func(dir string) []string {
+		return append([]string{"recover", "--node", worker.Addr(scenario.AttestedPort), "--disk-uuid", diskUUID, "--policy", c.Policy, "--cluster-dir", dir}, c.Roots...)
+	}
+	if _, stderr, code = scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(wrong)...); code != exitNodeRefused {
+		t.Errorf("cloister recover with another cluster's directory: exit %d, want %d\n%s", code, exitNodeRefused, stderr)
+	}
+	wVM.Expect(t, recoveryRefused, time.Minute)
+	harness.WaitStatus(t, worker.Addr(scenario.StatusPort), time.Minute, func(r *statusv1.GetResponse) bool {
+		return r.GetComponent() == "disk-mapper" && r.GetPhase() == "waiting-for-key"
+	})
+	start := time.Now()
+	if out, stderr, code = scenario.CLIExit(t, c.CLI, 3*time.Minute, recoverArgs(c.ClusterDir)...); code != exitOK || !strings.Contains(out+stderr, diskUUID) {
+		t.Fatalf("cloister recover: exit %d, want %d and the disk UUID %s\n%s%s", code, exitOK, diskUUID, out, stderr)
+	}
+	if m := wVM.Expect(t, scenario.LatchExtended, time.Minute); m[1] != clusterID {
+		t.Errorf("after the recovery disk-mapper extended the latch with %s, want %s", m[1], clusterID)
+	}
+	wVM.Expect(t, recoveredReady, time.Minute)
+	t.Logf("cloister recover to disk ready: %s", since(start))
+	wVM.Expect(t, scenario.JoinedBefore, 2*time.Minute)
+	waitSameNodeReady(t, kube, "worker-1", uid)
+
 	// What the nodes wrote is on their disks only as ciphertext; the
-	// worker's kubelet files are intact after three boots.
+	// worker's kubelet files are intact after four boots (three of them after a power cut).
 	// The join service's audit lines name each token by its public ID; its
 	// secret half must appear nowhere.
 	ids := tokenIDText.FindAllStringSubmatch(scenario.ConsoleText(t, cpVM), -1)
@@ -222,6 +290,60 @@ func waitSameNodeReady(t *testing.T, kube kubernetes.Interface, name string, uid
 	if n.UID != uid {
 		t.Errorf("after the reboot %s is a new Node (uid %s, was %v)", name, n.UID, uid)
 	}
+}
+
+// otherClusterDir is a cluster directory with fresh secrets: another
+// cluster's, whose derived disk key opens nothing here.
+func otherClusterDir(t *testing.T) string {
+	t.Helper()
+	s, err := keys.NewClusterSecrets(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := keys.MarshalClusterSecrets(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "other-cluster")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cluster-secrets.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// latchReport is the latch part of `cloister verify -o json`.
+type latchReport struct {
+	Register  string `json:"register"`
+	ClusterID string `json:"clusterID"`
+	Want      string `json:"want"`
+	Got       string `json:"got"`
+	Match     bool   `json:"match"`
+}
+
+func verifyLatch(t testing.TB, out string) latchReport {
+	t.Helper()
+	var r struct {
+		Latch *latchReport `json:"latch"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Latch == nil {
+		t.Fatalf("cloister verify -o json: no latch report (%v) in:\n%s", err, out)
+	}
+	return *r.Latch
+}
+
+// expectedPCR15 is PCR 15 after one extend with the cluster ID:
+// SHA-256(32 zero bytes ‖ cluster ID), as docs/cli.md states it.
+func expectedPCR15(t testing.TB, clusterID string) string {
+	t.Helper()
+	id, err := hex.DecodeString(clusterID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(append(make([]byte, 32), id...))
+	return hex.EncodeToString(sum[:])
 }
 
 // checkKubeletCertFromJoin: the only kubelet client CSR for node is the one

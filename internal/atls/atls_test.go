@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -659,5 +661,39 @@ func TestFrameRoundTrip(t *testing.T) {
 	big := &atlsv1.Frame{Kind: &atlsv1.Frame_Verdict{Verdict: &atlsv1.Verdict{Reason: strings.Repeat("x", MaxFrameSize)}}}
 	if err := writeFrame(io.Discard, big); err == nil {
 		t.Error("writeFrame sent a frame over MaxFrameSize")
+	}
+}
+
+// fakeBrokenIssuer fails every quote, as a TPM that stopped answering would.
+type fakeBrokenIssuer struct{}
+
+func (fakeBrokenIssuer) Variant() attestation.Variant { return attestation.VariantInsecureDev }
+
+func (fakeBrokenIssuer) Issue(context.Context, []byte) (*attestationv1.Evidence, error) {
+	return nil, errors.New("quote device gone")
+}
+
+func TestServerLogsWhyHandshakeFailedWithFakeBrokenIssuer(t *testing.T) {
+	var logged bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logged, nil))
+	srv := startTestServer(t, Config{Issuer: fakeBrokenIssuer{}, AcceptUnattestedPeer: true, Log: log})
+	cli := dialTestClient(t, srv.addr, Config{Verifier: insecureDevValidators(t)})
+	if _, _, err := cli.get(testContext(t)); err == nil {
+		t.Fatal("Get succeeded against a server that cannot attest")
+	}
+	// The client learns only that the connection closed; the server's log
+	// must say why.
+	if err := srv.creds.nextError(t); err == nil || !strings.Contains(err.Error(), "quote device gone") {
+		t.Fatalf("server handshake error = %v, want the issuer's failure", err)
+	}
+	var line struct {
+		Level, Msg, Peer, Error string
+	}
+	if err := json.Unmarshal(bytes.SplitN(logged.Bytes(), []byte("\n"), 2)[0], &line); err != nil {
+		t.Fatalf("server log %q: %v", logged.String(), err)
+	}
+	if line.Level != "WARN" || line.Msg != "attested TLS handshake failed" || !strings.HasPrefix(line.Peer, "127.0.0.1:") ||
+		!strings.Contains(line.Error, "issuing server evidence: quote device gone") {
+		t.Errorf("server log line = %+v, want a warning naming the peer and the issuer's failure", line)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"sync/atomic"
@@ -48,6 +49,10 @@ type Config struct {
 	// HandshakeTimeout bounds the TLS handshake and the attestation exchange
 	// together. Zero means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// Log, when set, receives one warning per failed server handshake. A
+	// refused or broken handshake reaches the peer only as a verdict or a
+	// closed connection; the server's own reason is logged here.
+	Log *slog.Logger
 }
 
 // Verifier checks a peer's evidence. attestation.Validators implements it.
@@ -77,6 +82,7 @@ type Credentials struct {
 	acceptUnattested bool
 	timeout          time.Duration
 	cert             tls.Certificate
+	log              *slog.Logger
 }
 
 var (
@@ -112,6 +118,7 @@ func NewCredentials(cfg Config) (*Credentials, error) {
 		acceptUnattested: cfg.AcceptUnattestedPeer,
 		timeout:          cfg.HandshakeTimeout,
 		cert:             cert,
+		log:              cfg.Log,
 	}
 	if c.timeout == 0 {
 		c.timeout = DefaultHandshakeTimeout
@@ -135,7 +142,11 @@ func (c *Credentials) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.A
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	conn := tls.Server(rawConn, c.tlsConfig(true))
-	return c.handshake(ctx, conn, roleServer)
+	secured, info, err := c.handshake(ctx, conn, roleServer)
+	if err != nil && c.log != nil {
+		c.log.Warn("attested TLS handshake failed", "peer", rawConn.RemoteAddr().String(), "error", err.Error())
+	}
+	return secured, info, err
 }
 
 // handshake drives one connection to the end of the attestation exchange.

@@ -284,7 +284,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return &usageError{err}
 	}
-	initCreds, err := atls.NewCredentials(atls.Config{Issuer: issuer, AcceptUnattestedPeer: true})
+	initCreds, err := atls.NewCredentials(atls.Config{Issuer: issuer, AcceptUnattestedPeer: true, Log: log.With("component", "init")})
 	if err != nil {
 		return fmt.Errorf("building attested TLS credentials for init: %w", err)
 	}

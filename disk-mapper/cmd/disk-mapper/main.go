@@ -332,7 +332,7 @@ func keySources(f flags, endpoints []string, issuer attestation.Issuer, tracker 
 		log.Warn("no join endpoints configured: a keyed disk waits for recovery only")
 	}
 
-	recCreds, err := atls.NewCredentials(atls.Config{Issuer: issuer, AcceptUnattestedPeer: true})
+	recCreds, err := atls.NewCredentials(atls.Config{Issuer: issuer, AcceptUnattestedPeer: true, Log: log.With("component", "recovery")})
 	if err != nil {
 		return nil, fmt.Errorf("building attested TLS credentials for recovery: %w", err)
 	}

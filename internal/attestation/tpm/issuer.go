@@ -40,8 +40,8 @@ type IssuerOptions struct {
 	// the host's log by itself.
 	EventLog []byte
 	// AKCertificate (DER) selects AK-certificate mode: a platform CA's
-	// certificate for this TPM's AK (client.AttestationKeyECC). Nil selects
-	// endorsement mode.
+	// certificate for this TPM's AK (AKTemplate, a primary key in the owner
+	// hierarchy). Nil selects endorsement mode.
 	AKCertificate []byte
 	// AKIntermediates are DER certificates between AKCertificate and the
 	// platform root, leaf side first. Only with AKCertificate.
@@ -90,8 +90,26 @@ func OpenIssuer(path string, opts IssuerOptions) (*Issuer, error) {
 	return iss, nil
 }
 
-// NewIssuer loads the ECC attestation key (client.AttestationKeyECC) on rw
-// and, in endorsement mode, reads the EK certificate from TPM NV (RSA EK
+// AKTemplate is the attestation key's template: go-tpm-tools' ECC AK
+// (client.AKTemplateECC) with noDA set. Without noDA the TPM treats the key
+// as dictionary-attack protected: every power cut after the key was used
+// counts as a failed authorization (TPM 2.0 Part 1, "unorderly shutdown"),
+// and after a few (three on swtpm) the TPM is in lockout and refuses to quote
+// with the key until its recovery time has passed. A node that lost power a
+// few times could then neither rejoin nor be recovered. The AK's auth value
+// is empty: there is nothing to guess, so DA protection guards nothing.
+//
+// The key is a primary key, derived from the owner seed and this template:
+// the same key at every boot, created in the TPM's volatile memory and never
+// persisted, so no persistent handle of the platform's is touched.
+func AKTemplate() tpm2.Public {
+	t := client.AKTemplateECC()
+	t.Attributes |= tpm2.FlagNoDA
+	return t
+}
+
+// NewIssuer creates the attestation key (AKTemplate) on rw and, in
+// endorsement mode, reads the EK certificate from TPM NV (RSA EK
 // first, then ECC). Close releases the key; rw stays open.
 func NewIssuer(rw io.ReadWriter, opts IssuerOptions) (*Issuer, error) {
 	if len(opts.AKCertificate) == 0 && len(opts.AKIntermediates) > 0 {
@@ -103,7 +121,7 @@ func NewIssuer(rw io.ReadWriter, opts IssuerOptions) (*Issuer, error) {
 	if len(opts.EventLog) > MaxEventLogSize {
 		return nil, fmt.Errorf("tpm: IssuerOptions.EventLog is %d bytes, limit %d", len(opts.EventLog), MaxEventLogSize)
 	}
-	ak, err := client.AttestationKeyECC(rw)
+	ak, err := client.NewKey(rw, tpm2.HandleOwner, AKTemplate())
 	if err != nil {
 		return nil, fmt.Errorf("tpm: loading attestation key: %w", err)
 	}

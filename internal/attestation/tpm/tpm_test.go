@@ -134,7 +134,7 @@ func TestSimulatorAdversarial(t *testing.T) {
 	}
 
 	// A signing key that is not restricted: it could sign a forged TPMS_ATTEST.
-	tmpl := client.AKTemplateECC()
+	tmpl := AKTemplate()
 	tmpl.Attributes &^= tpm2.FlagRestricted
 	loose, err := client.NewKey(sim, tpm2.HandleOwner, tmpl)
 	if err != nil {
@@ -160,7 +160,7 @@ func TestSimulatorAdversarial(t *testing.T) {
 	otherCA := tpmtest.NewFakePlatformCA(t, "fake untrusted CA")
 
 	// A genuine quote by the certified AK, but over PCRs 0-7 only.
-	narrowAK, err := client.AttestationKeyECC(sim)
+	narrowAK, err := client.NewKey(sim, tpm2.HandleOwner, AKTemplate())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,6 +168,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Issuer:           issuer,
 		Verifier:         server.Instrument(ver, m, log),
 		HandshakeTimeout: cfg.HandshakeTimeout.Duration,
+		Log:              log,
 	})
 	if err != nil {
 		return fmt.Errorf("building attested TLS credentials: %w", err)

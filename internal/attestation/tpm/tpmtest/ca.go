@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm-tools/client"
+	"github.com/google/go-tpm/legacy/tpm2"
 )
 
 // FakePlatformCA is a FAKE of a cloud's AK-certifying CA (there is no cloud
@@ -58,8 +59,8 @@ func (ca *FakePlatformCA) Pool() *x509.CertPool {
 	return p
 }
 
-// CertifyAK returns a DER certificate for the go-tpm-tools ECC AK of the TPM
-// rw (the AK that package tpm's Issuer loads), valid from an hour ago for a
+// CertifyAK returns a DER certificate for the attestation key of the TPM rw
+// (the AK that package tpm's Issuer creates), valid from an hour ago for a
 // day: pass it as tpm.IssuerOptions.AKCertificate.
 func (ca *FakePlatformCA) CertifyAK(tb TB, rw io.ReadWriter) []byte {
 	tb.Helper()
@@ -95,12 +96,16 @@ func (ca *FakePlatformCA) CertifyValid(tb TB, pub crypto.PublicKey, notBefore, n
 	return der
 }
 
-// AKPublicKey returns the public key of rw's go-tpm-tools ECC AK (the key
-// package tpm's Issuer loads), so a CA can certify it before the issuer is
-// built.
+// AKPublicKey returns the public key of rw's attestation key (the key package
+// tpm's Issuer creates), so a CA can certify it before the issuer is built.
 func AKPublicKey(tb TB, rw io.ReadWriter) crypto.PublicKey {
 	tb.Helper()
-	ak, err := client.AttestationKeyECC(rw)
+	// tpm.AKTemplate, repeated: package tpm's tests import this package. An
+	// issuer in AK-certificate mode refuses a certificate for another key,
+	// so every AK-certificate test checks that the two agree.
+	tmpl := client.AKTemplateECC()
+	tmpl.Attributes |= tpm2.FlagNoDA
+	ak, err := client.NewKey(rw, tpm2.HandleOwner, tmpl)
 	if err != nil {
 		tb.Fatalf("loading AK: %v", err)
 	}
