@@ -68,7 +68,8 @@ var (
 //
 //  1. init: `cloister init` attests the control-plane VM and runs real
 //     kubeadm init (etcd, API server, controller manager and scheduler as
-//     static pods from the image's built-in container images);
+//     static pods from the image's built-in container images); the running
+//     control plane passes `cloister verify`, its latch = the cluster ID;
 //  2. outage + join: a worker VM boots while its path to the join service is
 //     down, keeps trying and says why it waits, then joins by itself: disk
 //     key, bootstrap token, CA pins and a kubelet client certificate through
@@ -83,7 +84,7 @@ var (
 //     disk-mapper already got its key: refused, the latch named;
 //  5. reboot: the worker power-cycles; disk-mapper gets its key back from the
 //     join service and extends the latch with the cluster ID; the same Node
-//     comes back Ready; its files on the encrypted disk are intact;
+//     comes back Ready and passes `cloister verify` (latch = cluster ID);
 //  6. manual recovery: the worker power-cycles while no join service is
 //     reachable; `cloister verify` shows its latch at the reset value,
 //     `cloister recover` with another cluster's directory is refused, with
@@ -106,6 +107,9 @@ func TestCluster(t *testing.T) {
 	kube := c.Kube(t)
 	scenario.WaitNode(t, kube, "cp-1", 10*time.Minute, scenario.Ready)
 	t.Logf("cp-1 Ready %s after QEMU start", since(cpVM.Started))
+	// A running control plane attests to the operator: predicted
+	// measurements, latch = the cluster ID.
+	verifyJoined(t, c, cp.Addr(scenario.AttestedPort), clusterID)
 
 	// 2. Worker: boots during an outage of the join service (its address
 	// is a proxy that refuses connections), keeps trying, says why it
@@ -192,6 +196,7 @@ func TestCluster(t *testing.T) {
 	wVM.Expect(t, scenario.JoinedBefore, 2*time.Minute)
 	waitSameNodeReady(t, kube, "worker-1", uid)
 	t.Logf("worker-1: power-on to the same Node Ready again %s", since(wVM.Started))
+	verifyJoined(t, c, worker.Addr(scenario.AttestedPort), clusterID)
 
 	// 6. The worker power-cycles with no join service reachable: the
 	// operator recovers it.
@@ -312,6 +317,21 @@ func otherClusterDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// verifyJoined runs `cloister verify` against a joined node's attested
+// port: the node passes the cluster's policy and its latch holds the
+// cluster ID (PCR 15 = SHA-256(zeros ‖ cluster ID)).
+func verifyJoined(t *testing.T, c *scenario.Cluster, addr, clusterID string) {
+	t.Helper()
+	out, stderr, code := scenario.CLIExit(t, c.CLI, 3*time.Minute, append([]string{"verify", "--node", addr, "--policy", c.Policy, "--cluster-dir", c.ClusterDir, "-o", "json"}, c.Roots...)...)
+	if code != exitOK {
+		t.Fatalf("cloister verify of the joined node at %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", addr, code, exitOK, out, stderr)
+	}
+	if latch := verifyLatch(t, out); !latch.Match || latch.ClusterID != clusterID || latch.Got != expectedPCR15(t, clusterID) {
+		t.Errorf("cloister verify of %s: latch %+v, want pcr[15] = SHA-256(zeros ‖ %s)", addr, latch, clusterID)
+	}
+	t.Logf("cloister verify %s: exit 0, latch = cluster ID", addr)
 }
 
 // latchReport is the latch part of `cloister verify -o json`.

@@ -1,6 +1,8 @@
 // Command bootstrapper turns a booted confidential VM whose state disk
-// disk-mapper has mounted into a Kubernetes node, exactly once. If the node
-// joined already it exits 0 at once. Otherwise it runs an init server (for
+// disk-mapper has mounted into a Kubernetes node, exactly once. Once the node
+// has joined (now or in an earlier boot) it serves the node's status, plain
+// and over attested TLS, so that an operator can verify a running node at any
+// time (`cloister verify`: measurements and cluster-ID latch). Before, it runs an init server (for
 // `cloister init`) and a join client (polling join services) side by side;
 // the first to reach the point of no return takes the node lock, and the
 // persisted state machine carries the node to Joined or to a clearly reported
@@ -9,7 +11,7 @@
 //
 // Exit codes:
 //
-//	0  the node has joined, now or before
+//	0  the node has joined, now or before, and the bootstrapper was stopped
 //	1  error; the state is kept and a restart resumes from it
 //	2  bad usage or configuration
 //	3  the node is in the terminal Failed state (status.v1 and the log say why)
@@ -136,7 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.StringVar(&f.attest, "attest", "tpm", "how this node attests: tpm, tdx, insecure-dev (sev-snp has no cluster-ID latch)")
 	fs.StringVar(&f.tpmEKRoots, "trust-tpm-ek-roots", "", "comma-separated PEM files: TPM manufacturer roots, to verify join services")
 	fs.StringVar(&f.tpmAKRoots, "trust-tpm-ak-roots", "", "comma-separated PEM files: platform AK CAs, to verify join services")
-	fs.StringVar(&f.initListen, "init-listen", ":9100", "init.v1 and status.v1 address (attested TLS; this node attests, the operator's CLI does not)")
+	fs.StringVar(&f.initListen, "init-listen", ":9100", "attested TLS address (this node attests, the operator's CLI does not): init.v1 and status.v1, status.v1 only once joined")
 	fs.StringVar(&f.statusListen, "status-listen", ":9101", "status.v1 address (plain gRPC, read-only); empty: off")
 	fs.StringVar(&f.initSecretHash, "init-secret-sha256", "", "hex SHA-256 of the init secret `cloister init` must send; empty: no init secret")
 	fs.StringVar(&f.controlPlaneEP, "control-plane-endpoint", "", "stable host:port of the control planes for kubeadm init; empty: this node")
@@ -181,10 +183,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	st := store.State()
 	switch st.Phase {
 	case nodestate.Joined:
-		log.Info("node joined before; nothing to do")
-		// Type=notify: exiting before READY=1 would count as a failed start.
-		logNotifyError(log, notify.Ready())
-		return nil
+		log.Info("node joined before; serving its status")
+		return serveJoined(ctx, f, tracker, notify, log)
 	case nodestate.Failed:
 		tracker.SetPhase(string(st.Phase))
 		tracker.Attempt(errors.New(st.Reason))
@@ -201,15 +201,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			s()
 		}
 	}()
-	if f.statusListen != "" {
-		statusGRPC := grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.MaxRecvMsgSize(1<<10))
-		statusv1.RegisterStatusServiceServer(statusGRPC, tracker)
-		stop, err := serve(g, f.statusListen, statusGRPC)
-		if err != nil {
-			return err
-		}
-		stops = append(stops, stop)
+	stop, err := serveStatus(g, f.statusListen, tracker)
+	if err != nil {
+		return err
 	}
+	stops = append(stops, stop)
 
 	issuer, err := platform.OpenIssuer(attestation.Variant(f.attest), platform.IssuerOptions{AllowInsecureDev: f.allowInsecureDev})
 	if err != nil {
@@ -292,8 +288,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	initGRPC := grpc.NewServer(grpc.Creds(initCreds), grpc.MaxRecvMsgSize(4<<10))
 	initv1.RegisterInitServiceServer(initGRPC, initSrv)
 	statusv1.RegisterStatusServiceServer(initGRPC, tracker)
-	stop, err := serve(g, f.initListen, initGRPC)
-	if err != nil {
+	if stop, err = serve(g, f.initListen, initGRPC); err != nil {
 		return err
 	}
 	stops = append(stops, stop)
@@ -325,7 +320,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			result = gctx.Err()
 		}
 	}
-	logNotifyError(log, notify.Stopping())
+	if result != nil {
+		logNotifyError(log, notify.Stopping())
+	}
 	for _, s := range stops {
 		s()
 	}
@@ -337,7 +334,59 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		// Shutdown before the node finished: the next start resumes.
 		return fmt.Errorf("stopped in phase %s: %w", store.State().Phase, result)
 	}
-	return result
+	if result != nil {
+		return result
+	}
+	log.Info("node joined; serving its status")
+	return serveJoined(ctx, f, tracker, notify, log)
+}
+
+// serveJoined serves a joined node's status until ctx ends: plain on
+// --status-listen and over attested TLS on --init-listen (status.v1 only; a
+// joined node takes no init). The attested port lets an operator verify a
+// running node at any time: its measurements and its cluster-ID latch.
+func serveJoined(ctx context.Context, f flags, tracker *status.Tracker, notify *sdnotify.Notifier, log *slog.Logger) error {
+	tracker.SetPhase(string(nodestate.Joined))
+	issuer, err := platform.OpenIssuer(attestation.Variant(f.attest), platform.IssuerOptions{AllowInsecureDev: f.allowInsecureDev})
+	if err != nil {
+		return fmt.Errorf("opening this node's attestation issuer: %w", err)
+	}
+	defer issuer.Close()
+	creds, err := atls.NewCredentials(atls.Config{Issuer: issuer, AcceptUnattestedPeer: true, Log: log.With("component", "attested-status")})
+	if err != nil {
+		return fmt.Errorf("building attested TLS credentials for status: %w", err)
+	}
+	attested := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(1<<10))
+	statusv1.RegisterStatusServiceServer(attested, tracker)
+
+	g, gctx := errgroup.WithContext(ctx)
+	stopPlain, err := serveStatus(g, f.statusListen, tracker)
+	if err != nil {
+		return err
+	}
+	defer stopPlain()
+	stopAttested, err := serve(g, f.initListen, attested)
+	if err != nil {
+		return err
+	}
+	defer stopAttested()
+	logNotifyError(log, notify.Ready())
+	<-gctx.Done()
+	logNotifyError(log, notify.Stopping())
+	stopPlain()
+	stopAttested()
+	return g.Wait()
+}
+
+// serveStatus serves status.v1 in plain gRPC on addr in g; an empty addr
+// serves nothing.
+func serveStatus(g *errgroup.Group, addr string, tracker *status.Tracker) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	srv := grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.MaxRecvMsgSize(1<<10))
+	statusv1.RegisterStatusServiceServer(srv, tracker)
+	return serve(g, addr, srv)
 }
 
 // discover reads the node's configuration from SMBIOS, the kernel command

@@ -15,7 +15,8 @@
 //	  - KubeadmStarted: kubeadm init or join was started. kubeadm is not
 //	    idempotent (a second join double-counts the node), so a restart that
 //	    finds this phase without kubeadm's result never runs it again.
-//	  - Joined: the node is a cluster member; the bootstrapper exits 0 at once.
+//	  - Joined: the node is a cluster member; the bootstrapper only serves
+//	    the node's status (plain and attested) from then on.
 //	  - Failed: terminal; the reason is kept for status.v1 and the logs.
 //
 // Only forward transitions are allowed, so a bug cannot move a node back to a

@@ -51,7 +51,7 @@ var (
 	// service released after a reboot.
 	RejoinReady = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"state disk ready".*"formatted":false,"key_source":"rejoin"`)
 	// JoinedBefore is the bootstrapper finding a Joined state file.
-	JoinedBefore = regexp.MustCompile(`bootstrapper\[\d+\]: .*"msg":"node joined before; nothing to do"`)
+	JoinedBefore = regexp.MustCompile(`bootstrapper\[\d+\]: .*"msg":"node joined before; serving its status"`)
 )
 
 // BootFailures end a wait early: a Cloister unit failed, or the boot did.
