@@ -4,7 +4,8 @@
 // Kubernetes cluster. `cloister init` attests the control plane and starts
 // it (real kubeadm init); the worker attests to the control plane's join
 // service, gets its disk key and kubelet credentials and joins (real
-// kubeadm join); the worker reboots and gets its key back by itself. The
+// kubeadm join); the worker reboots, gets its key back by itself and passes
+// `cloister verify` (measurements, cluster-ID latch). The
 // demo prints each step, then a summary (cluster ID, nodes, logs), and
 // stops every VM.
 package main

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -60,6 +61,15 @@ func run(e *env) error {
 		e.Fatalf("worker-1 came back as a new Node (uid %s, was %s)", again.UID, n.UID)
 	}
 	e.step("worker-1 is the same Node, Ready again (%s after power-on)", since(wVM.Started))
+
+	e.step("cloister verify worker-1: the running node attests again (measurements, cluster-ID latch)")
+	out, stderr, code := scenario.CLIExit(e, c.CLI, 3*time.Minute, append([]string{"verify", "--node", worker.Addr(scenario.AttestedPort), "--policy", c.Policy, "--cluster-dir", c.ClusterDir}, c.Roots...)...)
+	if code != 0 {
+		e.Fatalf("cloister verify of worker-1: exit %d\n%s%s", code, out, stderr)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		fmt.Fprintf(e.out, "         %s\n", line)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
