@@ -1,13 +1,13 @@
 // Command bootstrapper turns a booted confidential VM whose state disk
-// disk-mapper has mounted into a Kubernetes node, exactly once. Once the node
-// has joined (now or in an earlier boot) it serves the node's status, plain
-// and over attested TLS, so that an operator can verify a running node at any
-// time (`cloister verify`: measurements and cluster-ID latch). Before, it runs an init server (for
-// `cloister init`) and a join client (polling join services) side by side;
-// the first to reach the point of no return takes the node lock, and the
-// persisted state machine carries the node to Joined or to a clearly reported
-// Failed state. See docs of bootstrapper/internal/provision for the failure
-// policy.
+// disk-mapper has mounted into a Kubernetes node, exactly once. Until then it
+// runs an init server (for `cloister init`) and a join client (polling join
+// services) side by side; the first to reach the point of no return takes the
+// node lock, and the persisted state machine carries the node to Joined or to
+// a clearly reported Failed state. Once the node has joined (now or in an
+// earlier boot) it serves the node's status, plain and over attested TLS, so
+// that an operator can verify a running node at any time (`cloister verify`:
+// measurements and cluster-ID latch). See docs of
+// bootstrapper/internal/provision for the failure policy.
 //
 // Exit codes:
 //
