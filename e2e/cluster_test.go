@@ -109,6 +109,7 @@ func TestCluster(t *testing.T) {
 	t.Logf("cp-1 Ready %s after QEMU start", since(cpVM.Started))
 	// A running control plane attests to the operator: predicted
 	// measurements, latch = the cluster ID.
+	cpVM.Expect(t, scenario.StatusServing, 2*time.Minute)
 	verifyJoined(t, c, cp.Addr(scenario.AttestedPort), clusterID)
 
 	// 2. Worker: boots during an outage of the join service (its address
@@ -127,11 +128,10 @@ func TestCluster(t *testing.T) {
 	up := time.Now()
 	wVM.Expect(t, scenario.Joined, 20*time.Minute)
 	t.Logf("worker-1 joined %s after the join service came back", since(up))
-	n := scenario.WaitNode(t, kube, "worker-1", 10*time.Minute, scenario.Registered)
+	scenario.WaitNode(t, kube, "worker-1", 10*time.Minute, scenario.Registered)
 	t.Logf("worker-1: power-on to Node registered %s", since(wVM.Started))
-	n = scenario.WaitNode(t, kube, "worker-1", 10*time.Minute, scenario.Ready)
+	scenario.WaitNode(t, kube, "worker-1", 10*time.Minute, scenario.Ready)
 	t.Logf("worker-1: power-on to Node Ready %s", since(wVM.Started))
-	uid := n.UID
 
 	checkKubeletCertFromJoin(t, kube, "worker-1")
 	waitNoCloisterTokens(t, kube, 4*time.Minute)
@@ -186,6 +186,7 @@ func TestCluster(t *testing.T) {
 	}
 
 	// 5. The worker power-cycles: the join service gives the key back.
+	prev := scenario.WaitNode(t, kube, "worker-1", time.Minute, scenario.Registered)
 	wVM = worker.Boot(t)
 	wVM.Console.FailOn = rebootFailures
 	wVM.Expect(t, scenario.KeyedDiskWaits, 5*time.Minute)
@@ -194,8 +195,9 @@ func TestCluster(t *testing.T) {
 	}
 	wVM.Expect(t, scenario.RejoinReady, 2*time.Minute)
 	wVM.Expect(t, scenario.JoinedBefore, 2*time.Minute)
-	waitSameNodeReady(t, kube, "worker-1", uid)
+	prev = waitSameNodeReady(t, kube, prev)
 	t.Logf("worker-1: power-on to the same Node Ready again %s", since(wVM.Started))
+	wVM.Expect(t, scenario.StatusServing, time.Minute)
 	verifyJoined(t, c, worker.Addr(scenario.AttestedPort), clusterID)
 
 	// 6. The worker power-cycles with no join service reachable: the
@@ -239,7 +241,7 @@ func TestCluster(t *testing.T) {
 	wVM.Expect(t, recoveredReady, time.Minute)
 	t.Logf("cloister recover to disk ready: %s", since(start))
 	wVM.Expect(t, scenario.JoinedBefore, 2*time.Minute)
-	waitSameNodeReady(t, kube, "worker-1", uid)
+	waitSameNodeReady(t, kube, prev)
 
 	// What the nodes wrote is on their disks only as ciphertext; the
 	// worker's kubelet files are intact after four boots (three of them after a power cut).
@@ -284,17 +286,16 @@ func copyFile(t *testing.T, path string) string {
 	return dst
 }
 
-// waitSameNodeReady waits until the Node name, with uid, is Ready again
-// after a reboot.
-func waitSameNodeReady(t *testing.T, kube kubernetes.Interface, name string, uid any) {
+// waitSameNodeReady waits until the Node prev is Ready as reported by the
+// kubelet of a later boot, and checks it is the same Node object (no new
+// registration). It returns the Node as seen then.
+func waitSameNodeReady(t *testing.T, kube kubernetes.Interface, prev *corev1.Node) *corev1.Node {
 	t.Helper()
-	rebooted := time.Now()
-	n := scenario.WaitNode(t, kube, name, 10*time.Minute, func(n *corev1.Node) bool {
-		return scenario.Ready(n) && scenario.ReadySince(n).After(rebooted.Add(-5*time.Minute))
-	})
-	if n.UID != uid {
-		t.Errorf("after the reboot %s is a new Node (uid %s, was %v)", name, n.UID, uid)
+	n := scenario.WaitNode(t, kube, prev.Name, 10*time.Minute, scenario.RebootedReady(prev))
+	if n.UID != prev.UID {
+		t.Errorf("after the reboot %s is a new Node (uid %s, was %s)", prev.Name, n.UID, prev.UID)
 	}
+	return n
 }
 
 // otherClusterDir is a cluster directory with fresh secrets: another

@@ -183,7 +183,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	st := store.State()
 	switch st.Phase {
 	case nodestate.Joined:
-		log.Info("node joined before; serving its status")
+		log.Info("node joined before")
 		return serveJoined(ctx, f, tracker, notify, log)
 	case nodestate.Failed:
 		tracker.SetPhase(string(st.Phase))
@@ -337,7 +337,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if result != nil {
 		return result
 	}
-	log.Info("node joined; serving its status")
+	log.Info("node joined")
 	return serveJoined(ctx, f, tracker, notify, log)
 }
 
@@ -370,6 +370,7 @@ func serveJoined(ctx context.Context, f flags, tracker *status.Tracker, notify *
 		return err
 	}
 	defer stopAttested()
+	log.Info("serving the joined node's status", "attested", f.initListen, "plain", f.statusListen)
 	logNotifyError(log, notify.Ready())
 	<-gctx.Done()
 	logNotifyError(log, notify.Stopping())

@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cloister-dev/cloister/e2e/internal/scenario"
@@ -53,14 +52,12 @@ func run(e *env) error {
 	}
 	wVM.Expect(e, scenario.RejoinReady, 2*time.Minute)
 	e.step("worker-1: state disk unlocked with the released key; cluster-ID latch (PCR 15) extended")
-	rebooted := time.Now()
-	again := scenario.WaitNode(e, kube, "worker-1", 10*time.Minute, func(n *corev1.Node) bool {
-		return scenario.Ready(n) && scenario.ReadySince(n).After(rebooted.Add(-2*time.Minute))
-	})
+	again := scenario.WaitNode(e, kube, "worker-1", 10*time.Minute, scenario.RebootedReady(n))
 	if again.UID != n.UID {
 		e.Fatalf("worker-1 came back as a new Node (uid %s, was %s)", again.UID, n.UID)
 	}
-	e.step("worker-1 is the same Node, Ready again (%s after power-on)", since(wVM.Started))
+	e.step("worker-1 is the same Node, Ready again (%s after power-on, new boot ID)", since(wVM.Started))
+	wVM.Expect(e, scenario.StatusServing, 2*time.Minute)
 
 	e.step("cloister verify worker-1: the running node attests again (measurements, cluster-ID latch)")
 	out, stderr, code := scenario.CLIExit(e, c.CLI, 3*time.Minute, append([]string{"verify", "--node", worker.Addr(scenario.AttestedPort), "--policy", c.Policy, "--cluster-dir", c.ClusterDir}, c.Roots...)...)

@@ -71,14 +71,14 @@ func Ready(n *corev1.Node) bool {
 	return false
 }
 
-// ReadySince is when the Node's Ready condition last changed.
-func ReadySince(n *corev1.Node) time.Time {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.LastTransitionTime.Time
-		}
+// RebootedReady is a WaitNode condition: Ready as reported by the kubelet of
+// a later boot than prev's. The kernel's boot ID (status.nodeInfo.bootID)
+// changes at every boot; a Ready condition alone could be the one posted
+// before the power cut.
+func RebootedReady(prev *corev1.Node) func(*corev1.Node) bool {
+	return func(n *corev1.Node) bool {
+		return Ready(n) && n.Status.NodeInfo.BootID != "" && n.Status.NodeInfo.BootID != prev.Status.NodeInfo.BootID
 	}
-	return time.Time{}
 }
 
 // Conditions are the Node's conditions as "status (reason)".

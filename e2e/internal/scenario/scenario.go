@@ -51,7 +51,10 @@ var (
 	// service released after a reboot.
 	RejoinReady = regexp.MustCompile(`disk-mapper\[\d+\]: .*"msg":"state disk ready".*"formatted":false,"key_source":"rejoin"`)
 	// JoinedBefore is the bootstrapper finding a Joined state file.
-	JoinedBefore = regexp.MustCompile(`bootstrapper\[\d+\]: .*"msg":"node joined before; serving its status"`)
+	JoinedBefore = regexp.MustCompile(`bootstrapper\[\d+\]: .*"msg":"node joined before"`)
+	// StatusServing is the bootstrapper of a joined node listening on its
+	// status ports, the attested one included (`cloister verify`).
+	StatusServing = regexp.MustCompile(`bootstrapper\[\d+\]: .*"msg":"serving the joined node's status"`)
 )
 
 // BootFailures end a wait early: a Cloister unit failed, or the boot did.
