@@ -64,7 +64,10 @@ func run(e *env) error {
 	if code != 0 {
 		e.Fatalf("cloister verify of worker-1: exit %d\n%s%s", code, out, stderr)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+	// The CLI's summary lines; the measurements (every PCR, all as the
+	// policy predicts) stay in its full output.
+	summary, _, _ := strings.Cut(strings.TrimSpace(out), "measurements:")
+	for _, line := range strings.Split(strings.TrimSpace(summary), "\n") {
 		fmt.Fprintf(e.out, "         %s\n", line)
 	}
 
