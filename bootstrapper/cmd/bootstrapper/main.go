@@ -184,7 +184,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	switch st.Phase {
 	case nodestate.Joined:
 		log.Info("node joined before")
-		return serveJoined(ctx, f, tracker, notify, log)
+		issuer, err := platform.OpenIssuer(attestation.Variant(f.attest), platform.IssuerOptions{AllowInsecureDev: f.allowInsecureDev})
+		if err != nil {
+			return fmt.Errorf("opening this node's attestation issuer: %w", err)
+		}
+		defer issuer.Close()
+		return serveJoined(ctx, f, issuer, tracker, notify, log)
 	case nodestate.Failed:
 		tracker.SetPhase(string(st.Phase))
 		tracker.Attempt(errors.New(st.Reason))
@@ -338,20 +343,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return result
 	}
 	log.Info("node joined")
-	return serveJoined(ctx, f, tracker, notify, log)
+	return serveJoined(ctx, f, issuer, tracker, notify, log)
 }
 
 // serveJoined serves a joined node's status until ctx ends: plain on
 // --status-listen and over attested TLS on --init-listen (status.v1 only; a
 // joined node takes no init). The attested port lets an operator verify a
 // running node at any time: its measurements and its cluster-ID latch.
-func serveJoined(ctx context.Context, f flags, tracker *status.Tracker, notify *sdnotify.Notifier, log *slog.Logger) error {
+func serveJoined(ctx context.Context, f flags, issuer attestation.Issuer, tracker *status.Tracker, notify *sdnotify.Notifier, log *slog.Logger) error {
 	tracker.SetPhase(string(nodestate.Joined))
-	issuer, err := platform.OpenIssuer(attestation.Variant(f.attest), platform.IssuerOptions{AllowInsecureDev: f.allowInsecureDev})
-	if err != nil {
-		return fmt.Errorf("opening this node's attestation issuer: %w", err)
-	}
-	defer issuer.Close()
 	creds, err := atls.NewCredentials(atls.Config{Issuer: issuer, AcceptUnattestedPeer: true, Log: log.With("component", "attested-status")})
 	if err != nil {
 		return fmt.Errorf("building attested TLS credentials for status: %w", err)
