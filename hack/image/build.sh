@@ -15,20 +15,32 @@
 #      and the firmware PCRs measured from the firmware file
 #      (hack/image/firmware-pcrs.sh), as a policy document per VM shape.
 #
-# Outputs in $IMAGE_OUT (default .cache/image): uki.efi, root.img,
+# Outputs in $IMAGE_OUT, or by default in the build cache outside the checkout
+# (hack/cachedir.sh) under the hash of the inputs, <cache>/image/<inputs hash>,
+# which .cache/image in the checkout links to: a fresh clone with the same
+# inputs reuses the image. Outputs: uki.efi, root.img,
 # reference-values.yaml (1 vCPU) and reference-values-2cpu.yaml,
 # pcr-events.txt, firmware-pcrs.txt and firmware-pcrs-2cpu.txt, manifest.txt
 # (hashes of every input and output, package versions), and vmlinuz,
 # initrd.img and cmdline (what uki.efi carries, for inspection).
-# Reruns are skipped while the inputs hash the same; FORCE=1 rebuilds.
+# Reruns are skipped while the inputs hash the same; FORCE=1 rebuilds. The
+# newest three cached images are kept. One build at a time (a lock in the
+# cache).
 # Reproducibility: SOURCE_DATE_EPOCH (the last commit touching image/ or hack/image/ unless set), fixed
 # file system UUID and hash seed, all times clamped; see image/README.md for
 # what still varies.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-out=${IMAGE_OUT:-$root/.cache/image}
-work=$out/work
+cache=$("$root/hack/cachedir.sh")/image
+out=${IMAGE_OUT:-}
+link=
+if [ -z "$out" ]; then
+	link=$root/.cache/image
+	work=$cache/work
+else
+	work=$out/work
+fi
 GO=${GO:-go}
 # Fixed so that the same tree gives the same root.img; the label is what the
 # kernel command line names (root=LABEL=cloister-root).
@@ -61,7 +73,9 @@ step() {
 }
 
 "$root/hack/image/deps.sh"
-mkdir -p "$out"
+mkdir -p "$cache" "$work"
+exec 9>"$cache/.lock"
+flock 9
 
 # 1. Binaries and the tree that carries them and their units.
 step "building binaries"
@@ -78,7 +92,7 @@ mkdir -p "$extra/usr/bin" "$extra/usr/lib/systemd/system" "$extra/etc/cloister"
 # Vanilla Kubernetes from make k8s: kubeadm and kubelet, and the images of
 # the control plane's static pods and the pod sandbox, which
 # cloister-images.service imports into containerd at boot.
-k8s=${K8S_DIR:-$root/.cache/k8s/v1.37.2}
+k8s=${K8S_DIR:?K8S_DIR: the directory make k8s built (run make image)}
 for bin in kubeadm kubelet; do
 	[ -x "$k8s/$bin" ] || { echo "image: $k8s/$bin missing: run make k8s" >&2; exit 1; }
 	install -m 0755 "$k8s/$bin" "$extra/usr/bin/$bin"
@@ -129,10 +143,19 @@ inputs=$work/inputs.txt
 	(cd "$root" && git ls-files --cached --others --exclude-standard -- hack/image/predict hack/image/pestamp internal/measure | LC_ALL=C sort | xargs sha256sum)
 } >"$inputs"
 inputs_hash=$(sha256sum "$inputs" | cut -d' ' -f1)
+[ -n "$out" ] || out=$cache/$inputs_hash
+mkdir -p "$out"
+# publish: the checkout's .cache/image names the image of its inputs.
+publish() {
+	[ -n "$link" ] || return 0
+	mkdir -p "$(dirname "$link")"
+	rm -rf "$link.tmp" && ln -s "$out" "$link.tmp" && mv -T "$link.tmp" "$link"
+}
 if [ "${FORCE:-}" != 1 ] && [ -f "$out/manifest.txt" ] &&
 	grep -qx "inputs_sha256 $inputs_hash" "$out/manifest.txt" &&
 	(cd "$out" && ls "${outputs[@]}" >/dev/null 2>&1); then
-	step "up to date (inputs $inputs_hash); FORCE=1 rebuilds"
+	publish
+	step "up to date (inputs $inputs_hash): $out; FORCE=1 rebuilds"
 	exit 0
 fi
 
@@ -142,13 +165,13 @@ step "mkosi: Debian bookworm tree"
 tree=$work/tree
 rm -rf "$tree" "$out/manifest.txt"
 (cd "$out" && rm -f "${outputs[@]}")
-mkdir -p "$out/mkosi-cache"
+mkdir -p "$cache/mkosi-cache"
 unshare -m --propagation private sh -c '
 	mkdir -p /run/systemd/nspawn &&
 	mount -t tmpfs tmpfs /run/systemd/nspawn &&
 	exec mkosi "$@"' sh \
 	-C "$root/image" --with-network --nspawn-keep-unit -f \
-	--cache "$out/mkosi-cache" --extra-tree "$root/image/mkosi.extra" --extra-tree "$extra" \
+	--cache "$cache/mkosi-cache" --extra-tree "$root/image/mkosi.extra" --extra-tree "$extra" \
 	-o "$tree" build >"$work/mkosi.log" 2>&1 || {
 	tail -n 40 "$work/mkosi.log" >&2
 	echo "image: mkosi failed; full log in $work/mkosi.log" >&2
@@ -271,5 +294,12 @@ done
 	(cd "$out" && sha256sum "${outputs[@]}" | sed 's/^/output /')
 } >"$out/manifest.txt.tmp"
 mv "$out/manifest.txt.tmp" "$out/manifest.txt"
+rm -rf "$tree"
+publish
+# Only the newest three images stay in the cache (each is a few GiB).
+if [ -n "$link" ]; then
+	find "$cache" -mindepth 1 -maxdepth 1 -type d -regextype egrep -regex '.*/[0-9a-f]{64}' -printf '%T@ %p\n' |
+		LC_ALL=C sort -rn | tail -n +4 | cut -d' ' -f2- | xargs -r rm -rf
+fi
 step "done: $out/{$(IFS=,; echo "${outputs[*]}"),manifest.txt}"
 grep '^output \|^pcr ' "$out/manifest.txt" >&2

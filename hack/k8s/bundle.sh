@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make k8s: vanilla Kubernetes for the node image, built from the Go module
-# proxy (no registry, no release tarballs) into OUT (.cache/k8s/<version>):
+# proxy (no registry, no release tarballs) into OUT (the Makefile's K8S_DIR,
+# <cache>/k8s/<version>-<inputs hash>, outside the checkout):
 #
 #   kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler
 #                 k8s.io/kubernetes <version>, this directory's module
@@ -12,8 +13,8 @@
 #                 binary at /usr/local/bin, as docker-archives that
 #                 `ctr images import` reads at boot
 #
-# Each output is rebuilt when it is missing or its inputs (the module files
-# and this script) changed: a stamp next to it holds their hash. Builds are
+# Each output is rebuilt when it is missing or its inputs (inputs.sh: the
+# module files and these scripts) changed: a stamp next to it holds their hash. Builds are
 # reproducible: -trimpath, no build ID, the version stamp's build date is the
 # last commit touching hack/k8s or hack/etcd.
 # Usage: bundle.sh <version> <out dir>
@@ -28,8 +29,7 @@ etcd_tag=$etcd_version-0
 pause_tag=3.10.2
 mkdir -p "$out/images"
 
-inputs=$(cat "$here/go.mod" "$here/go.sum" "$root/hack/etcd/go.mod" "$root/hack/etcd/go.sum" \
-	"$here/build.sh" "$0" "$here/pause/main.go" "$here/ociarchive/main.go" | sha256sum | cut -d' ' -f1)
+inputs=$("$here/inputs.sh")
 fresh() { [ -f "$1" ] && [ "$(cat "$1.stamp" 2>/dev/null)" = "$inputs" ]; }
 stamp() { echo "$inputs" >"$1.stamp"; }
 t0=$SECONDS

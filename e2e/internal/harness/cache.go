@@ -28,11 +28,26 @@ func RepoRoot(t TB) string {
 	}
 }
 
-// CacheDir returns .cache/<name> in the repository (created), where what is
-// downloaded or built once is kept and reused.
+// CacheDirEnv names the build cache outside the checkout (the Makefile sets
+// it from hack/cachedir.sh).
+const CacheDirEnv = "CLOISTER_CACHE"
+
+// CacheDir returns <cache>/<name> (created): what is downloaded or built
+// once is kept there and reused by every checkout. The cache is
+// $CLOISTER_CACHE, else the user's cache directory's cloister/ (like
+// hack/cachedir.sh). Entries are keyed by their inputs (a package name with
+// its version), never by the checkout.
 func CacheDir(t TB, name string) string {
 	t.Helper()
-	dir := filepath.Join(RepoRoot(t), ".cache", name)
+	root := os.Getenv(CacheDirEnv)
+	if root == "" {
+		userCache, err := os.UserCacheDir()
+		if err != nil {
+			t.Fatalf("finding the build cache: %v (set %s)", err, CacheDirEnv)
+		}
+		root = filepath.Join(userCache, "cloister")
+	}
+	dir := filepath.Join(root, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("creating cache directory: %v", err)
 	}

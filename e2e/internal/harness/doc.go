@@ -10,8 +10,8 @@
 // serial console and serves on its forwarded ports, never by QEMU's exit
 // code. Every process it starts runs under timeout(1) and is ended by its
 // PID in t.Cleanup; every file lives in the test's temporary directory,
-// except what is downloaded or built once and reused (under .cache/ of the
-// repository).
+// except what is downloaded or built once and reused (the build cache
+// outside the checkout, CacheDir).
 //
 // The tests are slow (QEMU without KVM): they run only when CLOISTER_E2E=1
 // (make e2e); see Enabled.

@@ -16,7 +16,7 @@ import (
 )
 
 // Kernel is Debian's current kernel for amd64, unpacked under
-// .cache/e2e/kernel/<package>/.
+// <cache>/e2e/kernel/<package>/ (CacheDir).
 type Kernel struct {
 	// Version is the module directory name, like 6.1.0-56-amd64.
 	Version string
