@@ -7,7 +7,7 @@ import (
 	"sort"
 	"strconv"
 
-	"sigs.k8s.io/yaml"
+	"github.com/cloister-dev/cloister/internal/strictyaml"
 )
 
 // MaxDocumentSize bounds the document before it is parsed.
@@ -63,8 +63,11 @@ func Parse(doc []byte) (*Policy, error) {
 	if len(doc) > MaxDocumentSize {
 		return nil, fmt.Errorf("policy: document is %d bytes, limit %d", len(doc), MaxDocumentSize)
 	}
+	// strictyaml, not sigs.k8s.io/yaml: encoding/json alone would fill
+	// "minimumTCB" from "MinimumTCB" and let 4 and "4" both name PCR 4,
+	// the last spelling silently winning.
 	var f file
-	if err := yaml.UnmarshalStrict(doc, &f); err != nil {
+	if err := strictyaml.Decode(doc, &f); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	p := &parser{}

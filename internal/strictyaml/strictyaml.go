@@ -1,0 +1,223 @@
+// Package strictyaml decodes a YAML or JSON configuration document into a Go
+// struct strictly: one spelling per key, exact field names, nothing unknown.
+// Every file-mirroring config parser in Cloister (cluster policy, join
+// service, disk-mapper, bootstrapper) can use it in the first of its two
+// parsing stages.
+//
+// # Why not sigs.k8s.io/yaml or encoding/json alone
+//
+// Converting YAML to JSON and then using encoding/json has two gaps that let
+// a non-canonical spelling silently override the canonical one:
+//
+//   - encoding/json matches object keys to struct fields case-insensitively,
+//     so "MinimumTCB" or "minimumtcb" fills the field tagged "minimumTCB",
+//     and when both spellings are present the last one wins;
+//   - YAML keys of different types that convert to the same JSON key (4 and
+//     "4") are distinct in YAML, so the YAML parser's duplicate check does
+//     not see them, and in JSON the last one wins.
+//
+// Decode walks the parsed YAML node tree against the target type before any
+// value is decoded and refuses, with the path of the offending key: a key
+// that is not exactly a field's JSON name (unknown fields and case variants
+// alike), two keys of one mapping with the same string form (duplicates,
+// including 4 and "4" and the same key repeated in JSON input), non-scalar
+// keys, anchors, aliases and merge keys (`<<`), and more than one document.
+// Only then is the tree turned into JSON, with each key written exactly as
+// checked, and decoded with unknown fields disallowed.
+//
+// Canonical forms of map keys (say, "4" and not "04" or "0x4" for a PCR
+// index) are the caller's second stage: Decode passes map keys through
+// verbatim, so a non-canonical spelling reaches the caller and can be
+// refused there.
+package strictyaml
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Decode decodes doc (YAML or JSON) into v, which must be a non-nil pointer
+// to a struct, strictly as the package documentation describes. An empty
+// document decodes to the zero value.
+func Decode(doc []byte, v any) error {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("strictyaml: decoding into %T: want a non-nil pointer", v)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(doc))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return fmt.Errorf("parsing YAML: %w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return errors.New("more than one YAML document")
+	}
+	w := &walker{}
+	tree, err := w.convert(&root, rv.Type().Elem(), "")
+	if err != nil {
+		return err
+	}
+	js, err := json.Marshal(tree)
+	if err != nil {
+		return fmt.Errorf("converting to JSON: %w", err)
+	}
+	jd := json.NewDecoder(bytes.NewReader(js))
+	jd.DisallowUnknownFields()
+	if err := jd.Decode(v); err != nil {
+		return err
+	}
+	return nil
+}
+
+// walker carries no state; it groups the conversion methods.
+type walker struct{}
+
+// convert checks node against the Go type t and returns a value that
+// json.Marshal turns into the JSON equivalent of node.
+func (w *walker) convert(n *yaml.Node, t reflect.Type, path string) (any, error) {
+	if n.Anchor != "" {
+		return nil, fmt.Errorf("%s: YAML anchors are not allowed", where(path))
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil, nil
+		}
+		return w.convert(n.Content[0], t, path)
+	case yaml.AliasNode:
+		return nil, fmt.Errorf("%s: YAML aliases are not allowed", where(path))
+	case yaml.MappingNode:
+		return w.mapping(n, t, path)
+	case yaml.SequenceNode:
+		var elem reflect.Type
+		switch t.Kind() {
+		case reflect.Slice, reflect.Array:
+			elem = t.Elem()
+		case reflect.Interface:
+			elem = t
+		default:
+			return nil, fmt.Errorf("%s: want %s, got a list", where(path), t)
+		}
+		out := make([]any, 0, len(n.Content))
+		for i, c := range n.Content {
+			v, err := w.convert(c, elem, fmt.Sprintf("%s[%d]", path, i))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	case yaml.ScalarNode:
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return nil, fmt.Errorf("%s: %w", where(path), err)
+		}
+		return v, nil
+	default:
+		return nil, fmt.Errorf("%s: unexpected YAML node kind %v", where(path), n.Kind)
+	}
+}
+
+func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) (any, error) {
+	var fields map[string]reflect.Type
+	switch t.Kind() {
+	case reflect.Struct:
+		fields = jsonFields(t)
+	case reflect.Map:
+		if t.Key().Kind() != reflect.String {
+			return nil, fmt.Errorf("%s: internal error: map key type %s is not a string", where(path), t.Key())
+		}
+	case reflect.Interface:
+	default:
+		return nil, fmt.Errorf("%s: want %s, got a mapping", where(path), t)
+	}
+	out := make(map[string]any, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.Anchor != "" {
+			return nil, fmt.Errorf("%s: keys must be plain scalars", where(path))
+		}
+		if k.Tag == "!!merge" {
+			return nil, fmt.Errorf("%s: YAML merge keys (<<) are not allowed", where(path))
+		}
+		key := k.Value
+		sub := key
+		if path != "" {
+			sub = path + "." + key
+		}
+		if t.Kind() == reflect.Map {
+			sub = fmt.Sprintf("%s[%s]", path, key)
+		}
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("%s: duplicate key %q (line %d): each key may appear once, in one spelling", where(path), key, k.Line)
+		}
+		var elem reflect.Type
+		switch t.Kind() {
+		case reflect.Struct:
+			ft, ok := fields[key]
+			if !ok {
+				return nil, unknownField(path, key, fields)
+			}
+			elem = ft
+		case reflect.Map:
+			elem = t.Elem()
+		default:
+			elem = t
+		}
+		v, err := w.convert(val, elem, sub)
+		if err != nil {
+			return nil, err
+		}
+		out[key] = v
+	}
+	return out, nil
+}
+
+// jsonFields maps the exact JSON names of t's exported fields to their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	fields := make(map[string]reflect.Type, t.NumField())
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = f.Type
+	}
+	return fields
+}
+
+func unknownField(path, key string, fields map[string]reflect.Type) error {
+	for name := range fields {
+		if strings.EqualFold(name, key) {
+			return fmt.Errorf("%s: unknown field %q (field names are case-sensitive: did you mean %q?)", where(path), key, name)
+		}
+	}
+	return fmt.Errorf("%s: unknown field %q", where(path), key)
+}
+
+func where(path string) string {
+	if path == "" {
+		return "(document)"
+	}
+	return path
+}

@@ -1,0 +1,104 @@
+package strictyaml
+
+import (
+	"strings"
+	"testing"
+)
+
+type inner struct {
+	MinimumTCB *uint8 `json:"minimumTCB"`
+	Insecure   bool   `json:"insecure"`
+}
+
+type doc struct {
+	Version *int             `json:"version"`
+	Section *inner           `json:"section"`
+	PCRs    map[string]inner `json:"pcrs"`
+	List    []inner          `json:"list"`
+}
+
+func TestDecodeAccepts(t *testing.T) {
+	var d doc
+	err := Decode([]byte(`{"version": 1, "section": {"minimumTCB": 3, "insecure": false}, "pcrs": {"4": {"insecure": true}}, "list": [{"minimumTCB": 1}]}`), &d)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if *d.Version != 1 || *d.Section.MinimumTCB != 3 || !d.PCRs["4"].Insecure || *d.List[0].MinimumTCB != 1 {
+		t.Errorf("decoded %+v", d)
+	}
+	var empty doc
+	if err := Decode(nil, &empty); err != nil || empty.Version != nil {
+		t.Errorf("empty document: %+v, %v", empty, err)
+	}
+}
+
+// TestDecodeRejects holds one document per way a non-canonical spelling
+// could override a canonical one, and the text the error must contain. With
+// sigs.k8s.io/yaml's UnmarshalStrict every one of the case and numeric-key
+// variants was accepted, the last spelling winning.
+func TestDecodeRejects(t *testing.T) {
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"case variant at top level", "version: 1\nVersion: 2", `(document): unknown field "Version" (field names are case-sensitive: did you mean "version"?)`},
+		{"case variant alone", "VERSION: 1", `unknown field "VERSION"`},
+		{"case variant nested", "section: {minimumTCB: 3, minimumtcb: 0}", `section: unknown field "minimumtcb"`},
+		{"case variant in a map value", `pcrs: {"4": {Insecure: true}}`, `pcrs[4]: unknown field "Insecure"`},
+		{"case variant in a list element", `list: [{MinimumTCB: 0}]`, `list[0]: unknown field "MinimumTCB"`},
+		{"unknown field", "versoin: 1", `unknown field "versoin"`},
+		{"duplicate YAML key", "version: 1\nversion: 2", `duplicate key "version"`},
+		{"duplicate JSON key", `{"version": 1, "version": 2}`, `duplicate key "version"`},
+		{"duplicate nested JSON key", `{"section": {"insecure": false, "insecure": true}}`, `section: duplicate key "insecure"`},
+		{"numeric and string spelling of one map key", "pcrs:\n  4: {insecure: false}\n  \"4\": {insecure: true}", `pcrs: duplicate key "4"`},
+		{"string and numeric spelling of one map key", `pcrs: {"4": {}, 4: {}}`, `pcrs: duplicate key "4"`},
+		{"alias", "section: &a {insecure: true}\nlist: [*a]", "anchors are not allowed"},
+		{"merge key", "pcrs: {\"4\": {<<: {insecure: true}}}", "merge keys"},
+		{"two documents", "version: 1\n---\nversion: 2", "more than one YAML document"},
+		{"complex key", "pcrs: {[4]: {}}", "keys must be plain scalars"},
+		{"wrong type", "version: one", "version"},
+		{"mapping where a list is wanted", "list: {a: 1}", "list: want"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var d doc
+			err := Decode([]byte(tt.doc), &d)
+			if err == nil {
+				t.Fatalf("accepted: %+v", d)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeKeepsMapKeysVerbatim(t *testing.T) {
+	// Canonical forms are the caller's decision: "04" and 0x4 must reach
+	// it unchanged, not be folded into "4".
+	var d doc
+	if err := Decode([]byte("pcrs: {\"04\": {}, 0x4: {}}"), &d); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.PCRs["04"]; !ok {
+		t.Errorf("keys = %v, want 04 kept", d.PCRs)
+	}
+	if _, ok := d.PCRs["0x4"]; !ok {
+		t.Errorf("keys = %v, want 0x4 kept", d.PCRs)
+	}
+}
+
+func TestDecodeNeedsPointer(t *testing.T) {
+	if err := Decode([]byte("version: 1"), doc{}); err == nil {
+		t.Error("accepted a non-pointer")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{"version: 1", `{"version": 1, "Version": 2}`, "pcrs: {4: {}, \"4\": {}}", "section: &a {}\nlist: [*a]"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var d doc
+		_ = Decode(b, &d)
+	})
+}
