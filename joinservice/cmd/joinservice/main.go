@@ -39,7 +39,7 @@ import (
 	"github.com/cloister-dev/cloister/joinservice/internal/config"
 	"github.com/cloister-dev/cloister/joinservice/internal/kube"
 	"github.com/cloister-dev/cloister/joinservice/internal/metrics"
-	"github.com/cloister-dev/cloister/joinservice/internal/ratelimit"
+	"github.com/cloister-dev/cloister/internal/ratelimit"
 	"github.com/cloister-dev/cloister/joinservice/internal/server"
 	"github.com/cloister-dev/cloister/joinservice/internal/verifier"
 	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"

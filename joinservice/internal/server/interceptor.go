@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/cloister-dev/cloister/joinservice/internal/ratelimit"
+	"github.com/cloister-dev/cloister/internal/ratelimit"
 )
 
 // handlerObserver records handler latency by method and code.
