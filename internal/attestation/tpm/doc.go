@@ -13,9 +13,13 @@
 // Everything in the evidence is untrusted until Validate has checked it. The AK
 // is never trusted by assumption, only through a chain, in one of two modes:
 //
-//   - AK certificate (the cloud style): the evidence carries an AK certificate
-//     that chains to ValidatorOptions.AKRoots, and whose key is the AK that
-//     signed the quote.
+//   - AK certificate: the evidence carries an AK certificate that chains to
+//     ValidatorOptions.AKRoots, whose key is the AK that signed the quote,
+//     and which asserts the TCG certificate policies
+//     tcg-cap-verifiedTPMResidency (2.23.133.11.1.1) and
+//     tcg-cap-verifiedTPMRestricted (2.23.133.11.1.3) from "TPM 2.0 Keys
+//     for Device Identity and Attestation": the CA's statement that it
+//     verified the key lives in a TPM with fixedTPM and restricted set.
 //   - Endorsement key: the evidence carries the TPM's EK certificate, which
 //     chains to ValidatorOptions.EKRoots (the TPM manufacturer), and the
 //     secret recovered by TPM2_ActivateCredential from a challenge made with
@@ -25,7 +29,41 @@
 //
 // In both modes the AK's public area must describe a restricted signing key
 // that never leaves its TPM (fixedTPM, fixedParent, sensitiveDataOrigin), so
-// that every TPMS_ATTEST it signs was produced by the TPM itself.
+// that every TPMS_ATTEST it signs was produced by the TPM itself: a
+// restricted key refuses to sign data that starts with TPM_GENERATED_VALUE
+// unless the TPM made it, an unrestricted one signs anything, including a
+// hand-made "quote" with chosen PCR digests. The public area is sent by the
+// node, so its attributes are only a claim until something the validator
+// trusts vouches for them:
+//
+//   - In endorsement mode the TPM does. The credential is made for the AK's
+//     name, a hash of the whole public area, attributes included, and the
+//     TPM releases the secret only for a loaded object with that name whose
+//     authorization it can check. An object loaded from outside with only
+//     its public area (TPM2_LoadExternal, any attributes) has neither
+//     authValue nor authPolicy available, and one loaded with its sensitive
+//     area may not have fixedTPM, fixedParent or restricted set; an imported
+//     (duplicated) object cannot have fixedTPM. So a recovered secret means
+//     the TPM holds the AK with exactly the attributes checked.
+//   - In AK-certificate mode the certificate binds only the key, and the CA
+//     has to vouch for the rest: that is what the two TCG policy OIDs say,
+//     and the validator refuses certificates without them ("ak-cert-policy").
+//     AKRoots are trusted to assert them only for keys they verified. A CA
+//     whose AK certificates bind only the key (Google Cloud's, for one)
+//     cannot be used in this mode; use endorsement mode on such platforms.
+//
+// # Event log
+//
+// The quote's PCR values are what the policy is checked against; the TCG
+// event log only explains them, and the "eventlog" check makes sure it
+// really does. The log is replayed here, strictly, from the PCR reset values
+// (not with go-tpm-tools' server.VerifyAttestation, which accepts an empty
+// log, skips PCRs without events and edits logs until they replay), and it
+// must reproduce the quoted value of every policy PCR, of the firmware PCRs
+// 0–9 and 14, and of every PCR it has events for. The cluster-ID latch
+// (PCR 15) is extended after boot without a log entry and is exempt unless
+// the log has events for it. PCRs the firmware does not log (10 for IMA,
+// 11–13) should not be pinned in a policy.
 //
 // # Credential activation
 //

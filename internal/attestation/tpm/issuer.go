@@ -151,6 +151,10 @@ func (i *Issuer) setup(opts IssuerOptions) error {
 		if !sameKey(cert.PublicKey, i.ak.PublicKey()) {
 			return fmt.Errorf("tpm: IssuerOptions.AKCertificate certifies key %s, but this TPM's AK is %s", keyID(cert.PublicKey), keyID(i.ak.PublicKey()))
 		}
+		// Validators refuse it anyway; failing here names the fix.
+		if missing := missingPolicies(cert); len(missing) > 0 {
+			return fmt.Errorf("tpm: IssuerOptions.AKCertificate lacks the TCG certificate policies %v: validators accept only AK certificates whose CA asserts it verified the key is TPM-resident and restricted; use endorsement mode with a CA that does not", missing)
+		}
 		return nil
 	}
 	for _, c := range []struct {

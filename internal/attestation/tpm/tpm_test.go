@@ -154,7 +154,7 @@ func TestSimulatorAdversarial(t *testing.T) {
 		t.Fatal(err)
 	}
 	looseAtt.Quotes = []*tpmpb.Quote{looseQuote}
-	looseAtt.AkCert = ca.Certify(t, loose.PublicKey())
+	looseAtt.AkCert = ca.CertifyAsVerified(t, loose.PublicKey())
 	loose.Close()
 
 	otherCA := tpmtest.NewFakePlatformCA(t, "fake untrusted CA")

@@ -156,8 +156,10 @@ func ekSymBlockSize(pub crypto.PublicKey) (int, error) {
 //  2. size limit and decoding of the go-tpm-tools Attestation, its AK public
 //     area, SHA-256 quote and certificates (attestation.ErrMalformed).
 //  3. AK trust, exactly one mode ("ak-trust" when the AK chains to nothing):
-//     AK-certificate mode checks the chain to AKRoots at Now ("ak-chain")
-//     and that the certificate's key is the AK ("ak-pub"); endorsement mode
+//     AK-certificate mode checks the chain to AKRoots at Now ("ak-chain"),
+//     that the certificate's key is the AK ("ak-pub") and that the
+//     certificate asserts the TCG policies tcg-cap-verifiedTPMResidency and
+//     tcg-cap-verifiedTPMRestricted ("ak-cert-policy"); endorsement mode
 //     checks the EK chain to EKRoots at Now ("ek-chain") and the activated
 //     secret ("activation"). Then the AK must be a restricted,
 //     TPM-resident signing key ("ak-attributes").
@@ -257,7 +259,39 @@ func (v *Validator) checkAKCert(d *decoded) error {
 	if !sameKey(d.akCert.PublicKey, d.akKey) {
 		return &attestation.CheckError{Variant: attestation.VariantTPM, Check: "ak-pub", Want: "the certified AK " + keyID(d.akCert.PublicKey), Got: "AK " + keyID(d.akKey)}
 	}
+	// The certificate binds only the key; the AK's attributes come from the
+	// public area the evidence sends, which anyone can write. Only the CA's
+	// own assertion that it verified the key is TPM-resident and restricted
+	// makes checkAKAttributes mean something in this mode.
+	if missing := missingPolicies(d.akCert); len(missing) > 0 {
+		return &attestation.CheckError{
+			Variant: attestation.VariantTPM,
+			Check:   "ak-cert-policy",
+			Want:    "AK certificate asserting tcg-cap-verifiedTPMResidency (2.23.133.11.1.1) and tcg-cap-verifiedTPMRestricted (2.23.133.11.1.3)",
+			Got:     fmt.Sprintf("certificate policies %v, missing %v", d.akCert.Policies, missing),
+		}
+	}
 	return nil
+}
+
+// The TCG certificate-policy OIDs (TPM 2.0 Keys for
+// Device Identity and Attestation, 8.2) by which a CA states that it
+// verified the certified key lives in a TPM (tcg-cap-verifiedTPMResidency)
+// and has fixedTPM and restricted set (tcg-cap-verifiedTPMRestricted).
+const (
+	oidVerifiedTPMResidency  = "2.23.133.11.1.1"
+	oidVerifiedTPMRestricted = "2.23.133.11.1.3"
+)
+
+// missingPolicies returns the required AK policies cert does not assert.
+func missingPolicies(cert *x509.Certificate) []string {
+	var missing []string
+	for _, want := range []string{oidVerifiedTPMResidency, oidVerifiedTPMRestricted} {
+		if !slices.ContainsFunc(cert.Policies, func(o x509.OID) bool { return o.String() == want }) {
+			missing = append(missing, want)
+		}
+	}
+	return missing
 }
 
 func (v *Validator) checkEK(d *decoded) error {

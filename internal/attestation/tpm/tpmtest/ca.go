@@ -59,24 +59,51 @@ func (ca *FakePlatformCA) Pool() *x509.CertPool {
 	return p
 }
 
+// The TCG certificate-policy OIDs a CA puts in an AK certificate to say it
+// verified the key (TPM 2.0 Keys for Device Identity and Attestation, 8.2):
+// tcg-cap-verifiedTPMResidency and tcg-cap-verifiedTPMRestricted. Package
+// tpm requires both.
+const (
+	OIDVerifiedTPMResidency  = "2.23.133.11.1.1"
+	OIDVerifiedTPMRestricted = "2.23.133.11.1.3"
+)
+
 // CertifyAK returns a DER certificate for the attestation key of the TPM rw
 // (the AK that package tpm's Issuer creates), valid from an hour ago for a
-// day: pass it as tpm.IssuerOptions.AKCertificate.
+// day, asserting that the CA verified the key is TPM-resident and restricted
+// (the TCG policy OIDs above): this FAKE CA "verifies" by creating the key
+// from the AK template itself. Pass it as tpm.IssuerOptions.AKCertificate.
 func (ca *FakePlatformCA) CertifyAK(tb TB, rw io.ReadWriter) []byte {
 	tb.Helper()
-	return ca.Certify(tb, AKPublicKey(tb, rw))
+	return ca.certify(tb, AKPublicKey(tb, rw), time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), true)
 }
 
 // Certify returns a DER certificate for any public key, valid from an hour
-// ago for a day (to certify a key that is not the TPM's AK, for attacks).
+// ago for a day, that binds only the key: it asserts nothing about the key's
+// TPM attributes, like a cloud CA whose certificates carry no TCG policy
+// OIDs (to certify a key that is not the TPM's AK, for attacks).
 func (ca *FakePlatformCA) Certify(tb TB, pub crypto.PublicKey) []byte {
 	tb.Helper()
-	return ca.CertifyValid(tb, pub, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	return ca.certify(tb, pub, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 }
 
-// CertifyValid returns a DER certificate for pub valid from notBefore to
-// notAfter (expired and not-yet-valid certificates, for attacks).
+// CertifyAsVerified returns a certificate for any public key that asserts,
+// rightly or not, that the CA verified it is a TPM-resident restricted key:
+// a CA that certifies without checking, for attacks.
+func (ca *FakePlatformCA) CertifyAsVerified(tb TB, pub crypto.PublicKey) []byte {
+	tb.Helper()
+	return ca.certify(tb, pub, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), true)
+}
+
+// CertifyValid returns a DER certificate for pub, with the TCG policy OIDs,
+// valid from notBefore to notAfter (expired and not-yet-valid certificates,
+// for attacks).
 func (ca *FakePlatformCA) CertifyValid(tb TB, pub crypto.PublicKey, notBefore, notAfter time.Time) []byte {
+	tb.Helper()
+	return ca.certify(tb, pub, notBefore, notAfter, true)
+}
+
+func (ca *FakePlatformCA) certify(tb TB, pub crypto.PublicKey, notBefore, notAfter time.Time, verified bool) []byte {
 	tb.Helper()
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
 	if err != nil {
@@ -88,6 +115,15 @@ func (ca *FakePlatformCA) CertifyValid(tb TB, pub crypto.PublicKey, notBefore, n
 		NotBefore:    notBefore,
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	if verified {
+		for _, s := range []string{OIDVerifiedTPMResidency, OIDVerifiedTPMRestricted} {
+			oid, err := x509.ParseOID(s)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			tmpl.Policies = append(tmpl.Policies, oid)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {
