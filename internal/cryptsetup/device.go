@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"syscall"
+
+	"github.com/cloister-dev/cloister/internal/keys"
 )
 
 // PassphraseSize is the only keyslot passphrase length accepted: 32
@@ -57,7 +59,11 @@ func Format(ctx context.Context, devicePath string, passphrase []byte, opts Form
 	if err := ValidateMetadata(md, opts); err != nil {
 		return "", fmt.Errorf("cryptsetup: header just written to %s: %w", devicePath, err)
 	}
-	return h.uuid(), nil
+	u := h.uuid()
+	if err := keys.CheckDiskUUID(u); err != nil {
+		return "", fmt.Errorf("cryptsetup: header just written to %s: %w", devicePath, headerErr("header.uuid", "canonical lowercase UUID (8-4-4-4-12 hex)", u))
+	}
+	return u, nil
 }
 
 // Device is an open LUKS2 device whose header passed validation. Its
@@ -73,8 +79,11 @@ type Device struct {
 // Open loads the LUKS2 header of devicePath and validates it strictly
 // against what Format writes with opts before anything else uses it: the
 // binary header (magic, version 2, header size), then libcryptsetup's view
-// of it (type LUKS2, no label or subsystem), then the JSON metadata with
-// ValidateMetadata. A refused header is a *HeaderError.
+// of it (type LUKS2, no label or subsystem, a canonical UUID as
+// keys.CheckDiskUUID defines it), then the JSON metadata with
+// ValidateMetadata. A refused header is a *HeaderError; when libcryptsetup
+// itself refuses to load it, HeaderError.Reason holds libcryptsetup's
+// reason.
 func Open(devicePath string, opts FormatOptions) (*Device, error) {
 	f, err := os.Open(devicePath)
 	if err != nil {
@@ -95,8 +104,11 @@ func Open(devicePath string, opts FormatOptions) (*Device, error) {
 	if err := h.load(); err != nil {
 		h.free()
 		if errors.Is(err, syscall.EINVAL) {
-			// libcryptsetup found neither header copy valid.
-			return nil, fmt.Errorf("cryptsetup: %s: %w", devicePath, headerErr("header", "valid LUKS2 header", err.Error()))
+			// libcryptsetup found neither header copy valid; its
+			// reason is the only account of what is wrong.
+			he := headerErr("header", "a LUKS2 header libcryptsetup loads", syscall.EINVAL.Error())
+			he.Reason = libReason(err)
+			return nil, fmt.Errorf("cryptsetup: %s: %w", devicePath, he)
 		}
 		return nil, fmt.Errorf("cryptsetup: loading header of %s: %w", devicePath, err)
 	}
@@ -118,6 +130,11 @@ func (d *Device) validate() error {
 	}
 	if s := d.h.subsystem(); s != "" {
 		return fmt.Errorf("cryptsetup: %s: %w", d.path, headerErr("header.subsystem", "empty", s))
+	}
+	// The UUID is the disk's identity on the wire and an input of its key
+	// derivation: only the canonical form leaves this package.
+	if u := d.h.uuid(); keys.CheckDiskUUID(u) != nil {
+		return fmt.Errorf("cryptsetup: %s: %w", d.path, headerErr("header.uuid", "canonical lowercase UUID (8-4-4-4-12 hex)", u))
 	}
 	md, err := d.h.dumpJSON()
 	if err != nil {

@@ -17,7 +17,25 @@
 // encryption. Open therefore validates the header before any other call
 // uses it (see ValidateMetadata for the checks), and validates again after
 // each change and before activation. Refusals are *HeaderError values that
-// name the field. The state token is untrusted too: it only says which key
+// name the field. The header's UUID is the disk's identity towards the join
+// service and an input of its key derivation, so Open refuses any UUID
+// that is not canonical (keys.CheckDiskUUID): no uppercase, empty or
+// path-like UUID leaves this package.
+//
+// # libcryptsetup's reasons
+//
+// libcryptsetup refuses some headers itself (a digest naming a missing
+// segment, a keyslot area over the header, bad checksums) and returns only
+// EINVAL; it says why only in debug-level log lines. Each handle installs
+// a log callback whose usrptr is that handle's own C buffer (no global Go
+// callback, no Go pointer kept by C): error-level lines are kept for every
+// call, debug-level lines only while crypt_load reads a header, when no key
+// material is in play. Progress lines are dropped and the rest lands in
+// HeaderError.Reason (bounded, control characters replaced). Because
+// libcryptsetup's debug switch is process-wide, the package sets it once
+// per process together with a default callback that discards lines
+// logged without a device, which libcryptsetup would otherwise print to
+// stdout. The state token is untrusted too: it only says which key
 // to ask for, and the key proves itself by opening a keyslot.
 //
 // # Passphrases

@@ -14,13 +14,20 @@ var ErrKeyRejected = errors.New("cryptsetup: key rejected")
 // value that differs from what Format writes (for example
 // "segments.0.encryption"), Want what Format writes, Got what the header
 // holds. Got comes from an untrusted header and is shortened and quoted
-// when it is long or not printable.
+// when it is long or not printable. Reason, when set, is why libcryptsetup
+// itself refused the header, in its own words (for example "Illegal area
+// offset: 0"), without which Got would only say "invalid argument".
 type HeaderError struct {
 	Field, Want, Got string
+	Reason           string
 }
 
 func (e *HeaderError) Error() string {
-	return "luks2: " + e.Field + ": want " + e.Want + ", got " + e.Got
+	s := "luks2: " + e.Field + ": want " + e.Want + ", got " + e.Got
+	if e.Reason != "" {
+		s += " (libcryptsetup: " + e.Reason + ")"
+	}
+	return s
 }
 
 // maxGot bounds how much of an untrusted value goes into an error message.

@@ -3,31 +3,80 @@ package cryptsetup
 /*
 #cgo LDFLAGS: -lcryptsetup
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <libcryptsetup.h>
 
-// cloister_log keeps the last error libcryptsetup reported for one handle,
-// so Go errors can say why a call failed. It never sees key material:
-// libcryptsetup does not log passphrases or keys.
+// cloister_log collects what libcryptsetup reports for one handle (its
+// usrptr), so Go errors can say why a call failed: error-level lines always,
+// debug-level lines only while a header is read (reasons set), because
+// libcryptsetup names why it refuses a LUKS2 header only at debug level
+// ("Illegal area offset: 0."). No key material is in play while a header is
+// read, and libcryptsetup logs no passphrase or key at any level; the
+// debug lines of every other call are dropped all the same. Each line is
+// stored as a level byte ('E' or 'D') and the message, ending in '\n'; lines
+// that do not fit are dropped and counted.
 struct cloister_log {
-	char last[256];
+	int reasons;
+	size_t len;
+	unsigned dropped;
+	char buf[2048];
 };
 
 static void cloister_log_cb(int level, const char *msg, void *usrptr) {
 	struct cloister_log *l = usrptr;
 	size_t n;
-	if (level != CRYPT_LOG_ERROR || l == NULL || msg == NULL)
+	char tag;
+	if (l == NULL || msg == NULL)
 		return;
-	n = strnlen(msg, sizeof(l->last) - 1);
-	memcpy(l->last, msg, n);
-	l->last[n] = 0;
-	while (n > 0 && (l->last[n-1] == '\n' || l->last[n-1] == '.'))
-		l->last[--n] = 0;
+	if (level == CRYPT_LOG_ERROR)
+		tag = 'E';
+	else if (level == CRYPT_LOG_DEBUG && l->reasons)
+		tag = 'D';
+	else
+		return;
+	n = strnlen(msg, sizeof(l->buf));
+	while (n > 0 && (msg[n-1] == '\n' || msg[n-1] == '.'))
+		n--;
+	if (n == 0)
+		return;
+	if (l->len + n + 2 > sizeof(l->buf)) {
+		l->dropped++;
+		return;
+	}
+	l->buf[l->len++] = tag;
+	memcpy(l->buf + l->len, msg, n);
+	l->len += n;
+	l->buf[l->len++] = '\n';
 }
 
 static void cloister_set_log(struct crypt_device *cd, struct cloister_log *l) {
 	crypt_set_log_callback(cd, cloister_log_cb, l);
+}
+
+// cloister_discard receives what libcryptsetup logs without a device
+// context (crypt_init logs before the handle exists), which it would
+// otherwise print to the process's stdout and stderr.
+static void cloister_discard(int level, const char *msg, void *usrptr) {
+	(void)level; (void)msg; (void)usrptr;
+}
+
+static void cloister_lib_setup(void) {
+	crypt_set_log_callback(NULL, cloister_discard, NULL);
+	// Debug level is process-wide in libcryptsetup; it only makes debug
+	// lines reach the per-handle callbacks above, which drop them unless a
+	// header is being read. CRYPT_DEBUG_JSON (whole metadata dumps) stays
+	// off.
+	crypt_set_debug_level(CRYPT_DEBUG_ALL);
+}
+
+static pthread_once_t cloister_once = PTHREAD_ONCE_INIT;
+
+// cloister_setup configures the library once per process, before the
+// first handle: the same constant settings every time.
+static void cloister_setup(void) {
+	pthread_once(&cloister_once, cloister_lib_setup);
 }
 
 static int cloister_format(struct crypt_device *cd, const char *integrity,
@@ -87,6 +136,7 @@ type handle struct {
 func newHandle(path string) (*handle, error) {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
+	C.cloister_setup()
 	var cd *C.struct_crypt_device
 	if r := C.crypt_init(&cd, cpath); r < 0 {
 		return nil, errnoError(r)
@@ -111,22 +161,34 @@ func (h *handle) free() {
 	}
 }
 
-// clearLog forgets libcryptsetup's last message before a new call, so an
+// clearLog forgets what libcryptsetup reported before a new call, so an
 // error never carries a message from an earlier call.
 func (h *handle) clearLog() {
-	h.log.last[0] = 0
+	h.log.len = 0
+	h.log.dropped = 0
+	h.log.reasons = 0
 }
 
 // err turns a negative libcryptsetup return value into an error that
-// unwraps to the errno and carries libcryptsetup's last message.
+// unwraps to the errno and carries libcryptsetup's reasons.
 func (h *handle) err(r C.int) error {
 	e := errnoError(r)
-	if h.log == nil || h.log.last[0] == 0 {
-		return e
+	if why := h.reasons(); why != "" {
+		return &libError{errno: e, reason: why}
 	}
-	msg := C.GoString(&h.log.last[0])
-	h.log.last[0] = 0
-	return fmt.Errorf("%w (libcryptsetup: %s)", e, msg)
+	return e
+}
+
+// reasons returns what libcryptsetup reported since clearLog, filtered by
+// libReasons, and forgets it.
+func (h *handle) reasons() string {
+	if h.log == nil || h.log.len == 0 {
+		return ""
+	}
+	raw := C.GoBytes(unsafe.Pointer(&h.log.buf[0]), C.int(h.log.len))
+	dropped := uint(h.log.dropped)
+	h.clearLog()
+	return libReasons(raw, dropped)
 }
 
 func errnoError(r C.int) error {
@@ -161,9 +223,12 @@ func (h *handle) setPBKDF(iterations uint32) error {
 
 func (h *handle) load() error {
 	h.clearLog()
+	h.log.reasons = 1
 	// A nil type loads LUKS1 or LUKS2, so that a LUKS1 header is
 	// refused by name rather than as unreadable.
-	if r := C.crypt_load(h.cd, nil, nil); r < 0 {
+	r := C.crypt_load(h.cd, nil, nil)
+	h.log.reasons = 0
+	if r < 0 {
 		return h.err(r)
 	}
 	return nil

@@ -89,23 +89,40 @@ func checkSize(what string, b []byte) error {
 }
 
 // CheckDiskUUID accepts only the canonical form of a UUID: 36 characters,
-// lowercase hex, hyphens at 8, 13, 18 and 23. LUKS2 prints UUIDs this way.
+// lowercase hex, hyphens at 8, 13, 18 and 23 (RFC 4122's 8-4-4-4-12 text,
+// as LUKS2 writes it). It is the one check for a disk UUID wherever one
+// crosses a boundary: read from a LUKS2 header (internal/cryptsetup.Open),
+// sent or received on the wire (join, rejoin, recovery, init) and typed by
+// the operator (cloister recover --disk-uuid), and before key derivation
+// (DiskKey). One spelling per disk matters because the UUID is an HKDF
+// input: "ABC…" and "abc…" would be two disks with two keys. The message
+// quotes at most 40 bytes of s, which is untrusted.
 func CheckDiskUUID(s string) error {
 	if len(s) != 36 {
-		return fmt.Errorf("keys: disk UUID %q: want 36 characters, got %d", s, len(s))
+		return fmt.Errorf("keys: disk UUID %s: want 36 characters (8-4-4-4-12 lowercase hex), got %d", quoteUUID(s), len(s))
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch i {
 		case 8, 13, 18, 23:
 			if c != '-' {
-				return fmt.Errorf("keys: disk UUID %q: want '-' at position %d", s, i)
+				return fmt.Errorf("keys: disk UUID %s: want '-' at position %d, got %q", quoteUUID(s), i, c)
 			}
 		default:
 			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-				return fmt.Errorf("keys: disk UUID %q: want lowercase hex at position %d", s, i)
+				return fmt.Errorf("keys: disk UUID %s: want lowercase hex at position %d, got %q", quoteUUID(s), i, c)
 			}
 		}
 	}
 	return nil
+}
+
+// quoteUUID quotes an untrusted would-be UUID for an error message, cut to
+// 40 bytes so a megabyte of request cannot flood a log line.
+func quoteUUID(s string) string {
+	const max = 40
+	if len(s) > max {
+		return fmt.Sprintf("%q...", s[:max])
+	}
+	return fmt.Sprintf("%q", s)
 }
