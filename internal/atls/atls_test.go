@@ -635,7 +635,7 @@ func TestReadFrameBoundedAllocation(t *testing.T) {
 	in := append(header(MaxFrameSize), make([]byte, 10)...)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	f, err := readFrame(&slowReader{data: in})
+	f, err := readFrame(&slowReader{data: in}, nil)
 	runtime.ReadMemStats(&after)
 	if err == nil || f != nil {
 		t.Fatalf("readFrame of a truncated frame: %v, %v", f, err)
@@ -651,7 +651,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &atlsv1.Frame{Kind: &atlsv1.Frame_Evidence{Evidence: ev}}
-	got, err := readFrame(bytes.NewReader(frameBytes(t, want)))
+	got, err := readFrame(bytes.NewReader(frameBytes(t, want)), nil)
 	if err != nil {
 		t.Fatalf("readFrame: %v", err)
 	}

@@ -41,7 +41,7 @@ func FuzzFrameDecode(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
-		fr, err := readFrame(r)
+		fr, err := readFrame(r, nil)
 		if err != nil {
 			if fr != nil {
 				t.Fatalf("frame %v returned with error %v", fr, err)

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/cloister-dev/cloister/internal/attestation"
+	"github.com/cloister-dev/cloister/internal/ratelimit"
 	attestationv1 "github.com/cloister-dev/cloister/proto/attestation/v1"
 )
 
@@ -49,11 +50,22 @@ type Config struct {
 	// HandshakeTimeout bounds the TLS handshake and the attestation exchange
 	// together. Zero means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
-	// Log, when set, receives one warning per failed server handshake. A
-	// refused or broken handshake reaches the peer only as a verdict or a
-	// closed connection; the server's own reason is logged here.
+	// Log, when set, receives warnings about failed and refused server
+	// handshakes. A refused or broken handshake reaches the peer only as a
+	// verdict or a closed connection; the server's own reason is logged
+	// here. Each kind of warning is written at most once per
+	// logInterval with its details; one more line per interval counts the
+	// rest, so abusive peers cannot flood the log.
 	Log *slog.Logger
+	// Limits bound what unauthenticated peers cost this side as a server:
+	// connections, connection rate, frame memory, and quotes for peers that
+	// did not attest. The zero value is the safe default.
+	Limits Limits
 }
+
+// logInterval is how often a server writes each kind of handshake warning
+// at most.
+const logInterval = time.Minute
 
 // Verifier checks a peer's evidence. attestation.Validators implements it.
 // Validate's error contract is attestation.Validator's; Challenge returns nil
@@ -82,7 +94,8 @@ type Credentials struct {
 	acceptUnattested bool
 	timeout          time.Duration
 	cert             tls.Certificate
-	log              *slog.Logger
+	guard            *guard            // shared by clones
+	warn             *ratelimit.Logger // shared by clones
 }
 
 var (
@@ -102,6 +115,10 @@ func NewCredentials(cfg Config) (*Credentials, error) {
 	case cfg.HandshakeTimeout < 0:
 		return nil, fmt.Errorf("atls: Config.HandshakeTimeout is negative (%v): set a positive duration, or zero for %v", cfg.HandshakeTimeout, DefaultHandshakeTimeout)
 	}
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	reg, _ := cfg.Verifier.(attestation.Validators)
 	for variant, v := range reg {
 		if v == nil || v.Variant() != variant {
@@ -118,7 +135,8 @@ func NewCredentials(cfg Config) (*Credentials, error) {
 		acceptUnattested: cfg.AcceptUnattestedPeer,
 		timeout:          cfg.HandshakeTimeout,
 		cert:             cert,
-		log:              cfg.Log,
+		guard:            newGuard(limits),
+		warn:             ratelimit.NewLogger(cfg.Log, logInterval),
 	}
 	if c.timeout == 0 {
 		c.timeout = DefaultHandshakeTimeout
@@ -133,25 +151,53 @@ func (c *Credentials) ClientHandshake(ctx context.Context, _ string, rawConn net
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	conn := tls.Client(rawConn, c.tlsConfig(false))
-	return c.handshake(ctx, conn, roleClient)
+	return c.handshake(ctx, conn, roleClient, nil, nil)
 }
 
 // ServerHandshake runs the TLS handshake and the attestation exchange as the
-// server, under the handshake timeout.
+// server, under the handshake timeout. Before any TLS work it admits the
+// connection under Config.Limits (per-IP rate, unauthenticated connections
+// in total and per IP); a refused connection is closed at once. Frames
+// read from the peer are charged to the frame-memory budget until the
+// handshake ends. A peer accepted unattested keeps its connection slot
+// until its connection closes, and the evidence issued for it takes a
+// quote token first.
 func (c *Credentials) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	ip := peerIP(rawConn.RemoteAddr())
+	release, err := c.guard.admit(ip)
+	if err != nil {
+		// The refusal is what matters; a close error adds nothing.
+		_ = rawConn.Close()
+		c.warn.Warn("attested TLS connection refused", "peer", ip, "error", err.Error())
+		return nil, nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	conn := tls.Server(rawConn, c.tlsConfig(true))
-	secured, info, err := c.handshake(ctx, conn, roleServer)
-	if err != nil && c.log != nil {
-		c.log.Warn("attested TLS handshake failed", "peer", rawConn.RemoteAddr().String(), "error", err.Error())
+	mem := &charge{b: c.guard.memory}
+	defer mem.release()
+	var beforeIssue func() error
+	if c.acceptUnattested {
+		beforeIssue = func() error { return c.guard.allowQuote(ip) }
 	}
-	return secured, info, err
+	conn := tls.Server(rawConn, c.tlsConfig(true))
+	secured, info, err := c.handshake(ctx, conn, roleServer, mem, beforeIssue)
+	if err != nil {
+		release()
+		c.warn.Warn("attested TLS handshake failed", "peer", rawConn.RemoteAddr().String(), "error", err.Error())
+		return nil, nil, err
+	}
+	if c.acceptUnattested {
+		return &releasingConn{Conn: secured, release: release}, info, nil
+	}
+	release()
+	return secured, info, nil
 }
 
 // handshake drives one connection to the end of the attestation exchange.
 // On any error the connection is closed.
-func (c *Credentials) handshake(ctx context.Context, conn *tls.Conn, role string) (_ net.Conn, _ credentials.AuthInfo, err error) {
+// On a server, mem charges the peer's frames and beforeIssue gates this
+// side's evidence (both nil on a client).
+func (c *Credentials) handshake(ctx context.Context, conn *tls.Conn, role string, mem *charge, beforeIssue func() error) (_ net.Conn, _ credentials.AuthInfo, err error) {
 	// The deadline interrupts blocked reads and writes; AfterFunc does the
 	// same when the caller cancels ctx earlier.
 	deadline, _ := ctx.Deadline()
@@ -192,7 +238,7 @@ func (c *Credentials) handshake(ctx context.Context, conn *tls.Conn, role string
 	if err != nil {
 		return nil, nil, fmt.Errorf("atls: %s handshake: exporting keying material: %w", role, err)
 	}
-	x := &exchange{conn: conn, exporter: exporter, issuer: c.issuer, verifier: c.verifier, acceptUnattested: c.acceptUnattested}
+	x := &exchange{conn: conn, exporter: exporter, issuer: c.issuer, verifier: c.verifier, acceptUnattested: c.acceptUnattested, mem: mem, beforeIssue: beforeIssue}
 	var claims *attestation.Claims
 	if role == roleClient {
 		if err := x.attest(ctx, roleClient); err != nil {

@@ -58,6 +58,7 @@ func (e *RefusedError) Error() string {
 //   - a TLS handshake the peer got wrong (TLS 1.2, a bad certificate) →
 //     PermissionDenied;
 //   - a cancelled context → Canceled;
+//   - a server over one of its Limits (ErrBusy) → Unavailable (retry);
 //   - a deadline or broken connection → Unavailable (retry);
 //   - anything else is our bug → Internal.
 //
@@ -83,6 +84,8 @@ func Code(err error) codes.Code {
 		return codes.PermissionDenied
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
+	case errors.Is(err, ErrBusy):
+		return codes.Unavailable
 	case errors.As(err, &tlsErr) && !brokenConnection(err):
 		return codes.PermissionDenied
 	case brokenConnection(err), errors.As(err, &netErr):

@@ -50,6 +50,12 @@ type exchange struct {
 	issuer           attestation.Issuer
 	verifier         Verifier
 	acceptUnattested bool
+	// mem charges the frames read on a server to the budget for
+	// unauthenticated peers; nil on a client.
+	mem *charge
+	// beforeIssue, when set, runs before this side issues evidence: the
+	// server's quote limit for unattested peers.
+	beforeIssue func() error
 }
 
 // attest sends this side's evidence as role (or no_evidence), answers at most
@@ -59,6 +65,11 @@ func (x *exchange) attest(ctx context.Context, role string) error {
 	peerRole := otherRole(role)
 	out := &atlsv1.Frame{Kind: &atlsv1.Frame_NoEvidence{NoEvidence: &atlsv1.NoEvidence{}}}
 	if x.issuer != nil {
+		if x.beforeIssue != nil {
+			if err := x.beforeIssue(); err != nil {
+				return err
+			}
+		}
 		ev, err := x.issuer.Issue(ctx, bindingData([]byte(role), x.exporter))
 		if err != nil {
 			return fmt.Errorf("atls: issuing %s evidence: %w", role, err)
@@ -68,7 +79,7 @@ func (x *exchange) attest(ctx context.Context, role string) error {
 	if err := writeFrame(x.conn, out); err != nil {
 		return fmt.Errorf("atls: sending %s evidence: %w", role, err)
 	}
-	in, err := readFrame(x.conn)
+	in, err := readFrame(x.conn, x.mem)
 	if err != nil {
 		return fmt.Errorf("atls: reading %s's verdict: %w", peerRole, err)
 	}
@@ -76,7 +87,7 @@ func (x *exchange) attest(ctx context.Context, role string) error {
 		if err := x.answer(ctx, role, ch); err != nil {
 			return err
 		}
-		if in, err = readFrame(x.conn); err != nil {
+		if in, err = readFrame(x.conn, x.mem); err != nil {
 			return fmt.Errorf("atls: reading %s's verdict: %w", peerRole, err)
 		}
 	}
@@ -115,7 +126,7 @@ func (x *exchange) answer(ctx context.Context, role string, ch *attestationv1.Ac
 // without verification (acceptUnattested). A refusal is sent to the peer
 // with the error text as reason before the error is returned.
 func (x *exchange) verify(ctx context.Context, peerRole string) (*attestation.Claims, error) {
-	in, err := readFrame(x.conn)
+	in, err := readFrame(x.conn, x.mem)
 	if err != nil {
 		if errors.Is(err, errMalformedFrame) {
 			return nil, x.refuse(fmt.Errorf("atls: reading %s evidence: %w", peerRole, err))
@@ -160,7 +171,7 @@ func (x *exchange) check(ctx context.Context, ev *attestationv1.Evidence, userDa
 		if err := writeFrame(x.conn, &atlsv1.Frame{Kind: &atlsv1.Frame_Challenge{Challenge: ch}}); err != nil {
 			return nil, fmt.Errorf("sending challenge: %w", err)
 		}
-		in, err := readFrame(x.conn)
+		in, err := readFrame(x.conn, x.mem)
 		if err != nil {
 			return nil, fmt.Errorf("reading challenge response: %w", err)
 		}

@@ -1,7 +1,6 @@
 package atls
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,8 +12,17 @@ import (
 )
 
 // MaxFrameSize bounds one frame of the attestation exchange. TPM evidence
-// with a full event log is the largest (tens to a few hundred KiB).
-const MaxFrameSize = 4 << 20
+// with its event log is the largest: real event logs are 3-50 KiB (the
+// largest in go-tpm-tools' corpus of distributions is 50 KiB), quotes and
+// certificates add a few KiB; SEV-SNP evidence with its certificate chain
+// is about 6 KiB, a TDX quote with its PCK chain about 5 KiB. 1 MiB leaves
+// a margin of 20 over the largest, and bounds what one unauthenticated
+// connection can make a server hold.
+const MaxFrameSize = 1 << 20
+
+// frameChunk is the first read buffer of a frame body; it doubles only once
+// filled by bytes that arrived, so memory follows what the peer sent.
+const frameChunk = 16 << 10
 
 // frameHeaderSize is the length prefix: 4 bytes, big endian.
 const frameHeaderSize = 4
@@ -42,34 +50,59 @@ func writeFrame(w io.Writer, f *atlsv1.Frame) error {
 }
 
 // readFrame reads one frame. The announced length is checked against
-// MaxFrameSize before anything else, and the buffer grows only with the
-// bytes actually received, so a peer that announces a large frame and sends
-// little costs little memory.
-func readFrame(r io.Reader) (*atlsv1.Frame, error) {
+// MaxFrameSize before anything else. The body buffer starts small and
+// doubles only once filled by bytes that actually arrived, so a peer that
+// announces a large frame and trickles little costs little memory; each
+// growth is charged to mem first (nil: nothing charged), and a growth the
+// budget cannot cover fails with ErrBusy.
+func readFrame(r io.Reader, mem *charge) (*atlsv1.Frame, error) {
 	var hdr [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, fmt.Errorf("reading frame header: %w", err)
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	n := int(binary.BigEndian.Uint32(hdr[:]))
 	if n > MaxFrameSize {
 		return nil, fmt.Errorf("%w: announces %d bytes, limit %d", errMalformedFrame, n, MaxFrameSize)
 	}
-	var body bytes.Buffer
-	got, err := body.ReadFrom(io.LimitReader(r, int64(n)))
+	body, err := readBody(r, n, mem)
 	if err != nil {
-		return nil, fmt.Errorf("reading frame body: %w", err)
-	}
-	if got != int64(n) {
-		return nil, fmt.Errorf("reading frame body: got %d of %d bytes: %w", got, n, io.ErrUnexpectedEOF)
+		return nil, err
 	}
 	f := &atlsv1.Frame{}
-	if err := proto.Unmarshal(body.Bytes(), f); err != nil {
+	if err := proto.Unmarshal(body, f); err != nil {
 		return nil, fmt.Errorf("%w: %v", errMalformedFrame, err)
 	}
 	if f.GetKind() == nil {
 		return nil, fmt.Errorf("%w: no message kind", errMalformedFrame)
 	}
 	return f, nil
+}
+
+// readBody reads exactly n bytes into a buffer that grows with them.
+func readBody(r io.Reader, n int, mem *charge) ([]byte, error) {
+	size := min(n, frameChunk)
+	if err := mem.take(int64(size)); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 0, size)
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			grown := min(n, 2*cap(buf))
+			if err := mem.take(int64(grown)); err != nil {
+				return nil, err
+			}
+			buf = append(make([]byte, 0, grown), buf...)
+		}
+		got, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+got]
+		if err != nil && len(buf) < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("reading frame body: got %d of %d bytes: %w", len(buf), n, err)
+		}
+	}
+	return buf, nil
 }
 
 // frameKind names a frame's kind for errors.

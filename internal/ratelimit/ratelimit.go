@@ -1,7 +1,9 @@
 // Package ratelimit limits how often one peer may do something expensive:
 // open a connection (an attested TLS handshake costs a hardware-signature
-// verification) or call the join service. One token bucket per peer key,
-// usually the peer's IP address.
+// verification or a quote), call the join service, or make a server write a
+// log line. One token bucket per peer key, usually the peer's IP address
+// (Limiter); one log line per interval and message (Logger). Package atls
+// uses it for every attested server, the join service for its calls.
 package ratelimit
 
 import (
