@@ -149,9 +149,9 @@ func (v *Validator) Variant() attestation.Variant { return attestation.VariantSN
 //  7. "vmpl": the report was requested at VMPL 0;
 //  8. "measurement": the launch measurement matches the policy (in warn
 //     mode a mismatch becomes a warning in the claims);
-//  9. "tcb": the report's CURRENT, REPORTED and COMMITTED TCB and the
-//     VCEK's TCB each reach the policy minimum in every component, and the
-//     VCEK is the one for the REPORTED TCB;
+//  9. "tcb": the report's CURRENT, REPORTED, COMMITTED and LAUNCH TCB and
+//     the VCEK's TCB each reach the policy minimum in every component (the
+//     error names the field), and the VCEK is the one for the REPORTED TCB;
 //  10. "product": the product line is one the policy allows.
 //
 // Failed checks are *attestation.CheckError values naming the check.
@@ -313,9 +313,23 @@ func checkReportData(reportData, userData []byte) error {
 	return nil
 }
 
-// checkTCB compares each TCB of the report and the VCEK with the policy
+// checkTCB compares every TCB of the report and the VCEK's with the policy
 // minimum, component by component, then requires the VCEK to be certified
-// for the REPORTED TCB (a VCEK is issued per chip and TCB).
+// for the REPORTED TCB (a VCEK is issued per chip and TCB). Each TCB must
+// reach the minimum, for its own reason:
+//
+//   - CURRENT_TCB: the firmware running now, which produced this report;
+//   - REPORTED_TCB: the TCB the host chose to report and the VCEK is derived
+//     from; the host may set it below CURRENT_TCB, and a VCEK for an old
+//     TCB is one whose key may have leaked;
+//   - COMMITTED_TCB: the lowest TCB the platform can roll back to; below the
+//     minimum, the host can return to vulnerable firmware at any time;
+//   - LAUNCH_TCB: the CURRENT_TCB when this guest was launched (or imported);
+//     a guest launched under vulnerable firmware keeps whatever that
+//     firmware exposed (its launch, its memory, its keys) after an update.
+//     Firmware that leaves the field zero (older report versions) fails
+//     every non-zero minimum: absent is not "new enough";
+//   - the VCEK's TCB: what AMD certified, which must also equal REPORTED_TCB.
 func (v *Validator) checkTCB(report *spb.Report, certTCB kds.TCBVersion) error {
 	minimum := v.pol.MinimumTCB
 	for _, t := range []struct {
@@ -325,11 +339,12 @@ func (v *Validator) checkTCB(report *spb.Report, certTCB kds.TCBVersion) error {
 		{"current_tcb", kds.TCBVersion(report.GetCurrentTcb())},
 		{"reported_tcb", kds.TCBVersion(report.GetReportedTcb())},
 		{"committed_tcb", kds.TCBVersion(report.GetCommittedTcb())},
+		{"launch_tcb", kds.TCBVersion(report.GetLaunchTcb())},
 		{"vcek_tcb", certTCB},
 	} {
 		p := kds.DecomposeTCBVersion(t.tcb)
 		if p.BlSpl < minimum.Bootloader || p.TeeSpl < minimum.TEE || p.SnpSpl < minimum.SNP || p.UcodeSpl < minimum.Microcode {
-			return reject(checkTCB, formatTCB(">=", minimum.Bootloader, minimum.TEE, minimum.SNP, minimum.Microcode),
+			return reject(checkTCB, t.name+" "+formatTCB(">=", minimum.Bootloader, minimum.TEE, minimum.SNP, minimum.Microcode),
 				t.name+" "+formatTCB("=", p.BlSpl, p.TeeSpl, p.SnpSpl, p.UcodeSpl), nil)
 		}
 	}

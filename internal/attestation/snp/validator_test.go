@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -542,4 +543,59 @@ func TestValidateVersion2ReportFakeDevice(t *testing.T) {
 	if _, err := amd.validator(t, testPolicy(), ValidatorOptions{Getter: cache}).Validate(t.Context(), noVCEK, testUserData); err != nil {
 		t.Fatalf("Validate with the VCEK from the fake KDS: %v", err)
 	}
+}
+
+// TestValidateEveryTCBFieldMeetsTheMinimum lowers one component of one TCB
+// field of the report at a time, every other field staying at the minimum.
+// Before LAUNCH_TCB was compared, the launch_tcb cases were accepted.
+func TestValidateEveryTCBFieldMeetsTheMinimum(t *testing.T) {
+	amd := newFakeAMD(t, fakeAMDOptions{})
+	v := amd.validator(t, testPolicy(), ValidatorOptions{TrustedRoots: amd.roots})
+	fields := []struct {
+		name string
+		set  func(r *spb.Report, tcb uint64)
+	}{
+		{"current_tcb", func(r *spb.Report, tcb uint64) { r.CurrentTcb = tcb }},
+		{"reported_tcb", func(r *spb.Report, tcb uint64) { r.ReportedTcb = tcb }},
+		{"committed_tcb", func(r *spb.Report, tcb uint64) { r.CommittedTcb = tcb }},
+		{"launch_tcb", func(r *spb.Report, tcb uint64) { r.LaunchTcb = tcb }},
+	}
+	components := []struct {
+		name  string
+		lower func(p *kds.TCBParts)
+	}{
+		{"bootloader", func(p *kds.TCBParts) { p.BlSpl-- }},
+		{"tee", func(p *kds.TCBParts) { p.TeeSpl-- }},
+		{"snp", func(p *kds.TCBParts) { p.SnpSpl-- }},
+		{"microcode", func(p *kds.TCBParts) { p.UcodeSpl-- }},
+	}
+	for _, f := range fields {
+		for _, c := range components {
+			t.Run(f.name+"/"+c.name, func(t *testing.T) {
+				low := goodTCB
+				c.lower(&low)
+				tcb, err := kds.ComposeTCBParts(low)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ev := amd.issue(t, testUserData, func(r *spb.Report) { f.set(r, uint64(tcb)) })
+				claims, err := v.Validate(t.Context(), ev, testUserData)
+				var ce *attestation.CheckError
+				if !errors.As(err, &ce) || ce.Check != checkTCB || claims != nil {
+					t.Fatalf("Validate = %v, %v; want a %q rejection", claims, err, checkTCB)
+				}
+				if !strings.HasPrefix(ce.Got, f.name+" ") || !strings.Contains(ce.Want, ">=") {
+					t.Errorf("rejection %v does not name %s with want/got", err, f.name)
+				}
+			})
+		}
+	}
+	t.Run("launch_tcb zero (not filled in)", func(t *testing.T) {
+		ev := amd.issue(t, testUserData, func(r *spb.Report) { r.LaunchTcb = 0 })
+		_, err := v.Validate(t.Context(), ev, testUserData)
+		var ce *attestation.CheckError
+		if !errors.As(err, &ce) || ce.Check != checkTCB || !strings.HasPrefix(ce.Got, "launch_tcb") {
+			t.Fatalf("Validate = %v; want a launch_tcb rejection", err)
+		}
+	})
 }
