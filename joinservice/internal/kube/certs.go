@@ -80,6 +80,12 @@ func (c *Cluster) certFiles(pkiDir string) [][]certFile {
 // it hex-encoded. The format is kubeadm's: each value is nonce ‖ ciphertext ‖ tag with a
 // fresh 12-byte nonce and no additional data; missing etcd files are empty
 // values.
+//
+// The join service itself never calls it, and its identity (package rbac)
+// may not: replacing an existing kubeadm-certs needs get and update on
+// Secrets in kube-system, which would let it read every Secret there. `kubeadm
+// init --upload-certs` uploads the certificates at init; an operator with a
+// stronger identity re-uploads them (`kubeadm init phase upload-certs`).
 func (c *Cluster) UploadControlPlaneCerts(ctx context.Context, pkiDir string, certificateKey []byte) error {
 	if len(certificateKey) != CertificateKeySize {
 		return fmt.Errorf("kube: uploading control-plane certificates: certificate key: want %d bytes, got %d", CertificateKeySize, len(certificateKey))
@@ -103,16 +109,14 @@ func (c *Cluster) UploadControlPlaneCerts(ctx context.Context, pkiDir string, ce
 		return fmt.Errorf("kube: uploading control-plane certificates: owner token: %w", err)
 	}
 	secrets := c.client.CoreV1().Secrets(metav1.NamespaceSystem)
-	ownerSecret, err := secrets.Get(ctx, tokenPrefix+owner.ID, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("kube: uploading control-plane certificates: getting owner token secret: %w", err)
-	}
+	ownerName := tokenPrefix + owner.ID
+	ownerToken, _ := c.lookup(ownerName)
 	isController := true
 	refs := []metav1.OwnerReference{{
 		APIVersion:         "v1",
 		Kind:               "Secret",
-		Name:               ownerSecret.Name,
-		UID:                ownerSecret.UID,
+		Name:               ownerName,
+		UID:                ownerToken.uid,
 		Controller:         &isController,
 		BlockOwnerDeletion: &isController,
 	}}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -62,6 +63,12 @@ type ExternalEtcd struct {
 type Cluster struct {
 	client kubernetes.Interface
 	opts   Options
+
+	// mu guards issued: the bootstrap tokens this Cluster created and has
+	// not deleted yet, by Secret name. The join service may delete Secrets
+	// but not read them, so it deletes only what it remembers creating.
+	mu     sync.Mutex
+	issued map[string]issuedToken
 }
 
 // New returns a Cluster that talks to the API server through client.
@@ -104,5 +111,5 @@ func New(client kubernetes.Interface, opts Options) (*Cluster, error) {
 	if e := opts.ExternalEtcd; e != nil && (e.CAFile == "" || e.CertFile == "" || e.KeyFile == "") {
 		return nil, errors.New("kube: Options.ExternalEtcd is incomplete: set CAFile, CertFile and KeyFile, or leave ExternalEtcd nil for stacked etcd")
 	}
-	return &Cluster{client: client, opts: opts}, nil
+	return &Cluster{client: client, opts: opts, issued: map[string]issuedToken{}}, nil
 }

@@ -5,6 +5,7 @@
 //   - per-node, short-lived kubeadm bootstrap tokens (CreateBootstrapToken),
 //     deleted once their node is registered or they expired
 //     (DeleteSpentBootstrapTokens, run every minute by RunTokenCleanup);
+//     only tokens this process created are known and deleted;
 //   - kubeadm discovery data: the API server endpoint and the
 //     "sha256:<hex>" pins of the cluster CA (APIServerEndpoint, CACertHashes);
 //   - the kubelet client certificate, issued by the cluster's own signer
@@ -26,16 +27,29 @@
 // before any Kubernetes call. The API server, the cluster-info ConfigMap and
 // the CSR signer are trusted: they are the cluster itself.
 //
-// Only bootstrap tokens that carry the label cloister.dev/managed-by are ever
-// deleted; tokens that kubeadm or an operator created are never touched.
+// Only bootstrap tokens this Cluster created are ever deleted, by name and
+// UID; tokens that kubeadm, an operator or an earlier run created are never
+// touched (they expire).
 //
 // # Permissions
 //
-// The join service's ServiceAccount needs: secrets in kube-system (create,
-// get, list, update, delete); configmaps get on kube-public/cluster-info and
-// kube-system/kube-root-ca.crt; nodes get; certificatesigningrequests
-// (create, get, delete), certificatesigningrequests/approval (update), and
-// signers approve on kubernetes.io/kube-apiserver-client-kubelet.
+// The join service runs as its own user, rbac.UserName, with exactly the
+// rules of package rbac, which the bootstrapper grants at init: get nodes;
+// get the configmaps kube-public/cluster-info and kube-system/kube-root-ca.crt
+// by name; create and delete (never get, list or watch) secrets in
+// kube-system; create, get and delete certificatesigningrequests, update
+// their approval, and approve for the signer
+// kubernetes.io/kube-apiserver-client-kubelet only. Every call in this
+// package is tested against that table (TestPermissionsAreExactlyTheCallsMade),
+// and CheckIdentity asks the API server at start whether the credentials
+// hold exactly it, so the service refuses to run as cluster-admin.
+//
+// Because it cannot read Secrets, a Cluster remembers the bootstrap tokens
+// it created (name and UID) and deletes only those, by name with a UID
+// precondition. Tokens created before a restart are left to their expiry
+// and to kube-controller-manager's tokencleaner. UploadControlPlaneCerts
+// needs more (get and update on kubeadm-certs) and is not called by the
+// service.
 //
 // The Role and RoleBinding that let a joining control plane (authenticated by
 // its bootstrap token, group system:bootstrappers:kubeadm:default-node-token)

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -113,13 +116,14 @@ func (c *Cluster) createToken(ctx context.Context, expires time.Time, extra map[
 			Type: corev1.SecretTypeBootstrapToken,
 			Data: data,
 		}
-		_, err = c.client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, s, metav1.CreateOptions{})
+		created, err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, s, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			continue
 		}
 		if err != nil {
 			return Token{}, fmt.Errorf("kube: creating secret %s/%s: %w", metav1.NamespaceSystem, s.Name, err)
 		}
+		c.track(s.Name, issuedToken{uid: created.UID, node: annotations[AnnotationNode], expires: expires})
 		return tok, nil
 	}
 	return Token{}, fmt.Errorf("kube: creating bootstrap token: %d random token IDs were all taken", createTokenAttempts)
@@ -159,95 +163,101 @@ func randomString(r io.Reader, n int) (string, error) {
 	return "", errors.New("reading randomness: the source rejected too often (is it constant?)")
 }
 
-// DeleteBootstrapToken deletes the bootstrap token with the given ID. A
-// token that is already gone is not an error; a token this package did not
-// create is refused and left alone.
-func (c *Cluster) DeleteBootstrapToken(ctx context.Context, id string) error {
-	if len(id) != tokenIDLen || strings.Trim(id, tokenAlphabet) != "" {
-		return fmt.Errorf("kube: deleting bootstrap token: id %.20q is not %d characters of [a-z0-9]", id, tokenIDLen)
-	}
-	name := tokenPrefix + id
-	s, err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("kube: getting secret %s/%s: %w", metav1.NamespaceSystem, name, err)
-	}
-	if s.Labels[LabelManagedBy] != managedByValue {
-		return fmt.Errorf("kube: deleting bootstrap token %s: not created by Cloister (no %s=%s label): left alone", id, LabelManagedBy, managedByValue)
-	}
-	return c.deleteSecret(ctx, s)
+// issuedToken is what a Cluster remembers of a bootstrap token it created:
+// enough to delete exactly that Secret (by name and UID) without reading it.
+type issuedToken struct {
+	uid     types.UID
+	node    string // empty for a token that is not per node
+	expires time.Time
 }
 
-// deleteSecret deletes s, only if it is still the same object (same UID).
-func (c *Cluster) deleteSecret(ctx context.Context, s *corev1.Secret) error {
+// track remembers a token this Cluster created.
+func (c *Cluster) track(name string, t issuedToken) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.issued[name] = t
+}
+
+// issuedTokens returns the tokens this Cluster created and has not yet
+// deleted, sorted by name.
+func (c *Cluster) issuedTokens() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.issued))
+}
+
+func (c *Cluster) lookup(name string) (issuedToken, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.issued[name]
+	return t, ok
+}
+
+// deleteIssued deletes the Secret of a token this Cluster created, only if
+// it is still the same object (the UID the API server gave it at create), and
+// forgets the token. The Secret is never read: the join service has no
+// permission to get, list or watch Secrets (package rbac).
+func (c *Cluster) deleteIssued(ctx context.Context, name string) error {
+	t, ok := c.lookup(name)
+	if !ok {
+		return nil
+	}
 	opts := metav1.DeleteOptions{}
-	if s.UID != "" {
-		opts.Preconditions = metav1.NewUIDPreconditions(string(s.UID))
+	if t.uid != "" {
+		opts.Preconditions = metav1.NewUIDPreconditions(string(t.uid))
 	}
-	err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, s.Name, opts)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("kube: deleting secret %s/%s: %w", metav1.NamespaceSystem, s.Name, err)
+	err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, name, opts)
+	switch {
+	case err == nil, apierrors.IsNotFound(err):
+	case apierrors.IsConflict(err):
+		// Another object took the name since: not ours to delete.
+	default:
+		return fmt.Errorf("kube: deleting secret %s/%s: %w", metav1.NamespaceSystem, name, err)
 	}
+	c.mu.Lock()
+	delete(c.issued, name)
+	c.mu.Unlock()
 	return nil
 }
 
-// cloisterTokens lists the bootstrap token Secrets this package created.
-// Objects without the label, of another type or with a name that does not
-// match their token-id are left out, so nothing else is ever deleted.
-func (c *Cluster) cloisterTokens(ctx context.Context) ([]corev1.Secret, error) {
-	list, err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{
-		LabelSelector: LabelManagedBy + "=" + managedByValue,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kube: listing bootstrap tokens in %s: %w", metav1.NamespaceSystem, err)
-	}
-	var out []corev1.Secret
-	for _, s := range list.Items {
-		if s.Labels[LabelManagedBy] != managedByValue || s.Type != corev1.SecretTypeBootstrapToken ||
-			s.Name != tokenPrefix+string(s.Data[keyTokenID]) {
-			continue
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
-// DeleteSpentBootstrapTokens deletes the bootstrap tokens this package
+// DeleteSpentBootstrapTokens deletes the bootstrap tokens this Cluster
 // created that have done their job or can no longer do it: those whose node
-// is registered (it joined) and those that expired (or whose expiration does
-// not parse). It returns how many it deleted. Tokens without Cloister's label
-// are never touched.
+// is registered (it joined) and those that expired. It returns how many it
+// deleted.
+//
+// Only tokens created by this process are known: the service cannot list
+// Secrets, by design. A token created before a restart is left to its
+// expiry (at most Options.TokenTTL) and to kube-controller-manager's
+// tokencleaner, which deletes expired bootstrap tokens; the API server stops
+// accepting a token at its expiration either way.
 func (c *Cluster) DeleteSpentBootstrapTokens(ctx context.Context) (int, error) {
-	tokens, err := c.cloisterTokens(ctx)
-	if err != nil {
-		return 0, err
-	}
 	now := c.opts.Now()
 	registered := map[string]bool{} // one lookup per node and sweep
 	deleted := 0
 	var errs []error
-	for _, s := range tokens {
-		exp, err := time.Parse(time.RFC3339, string(s.Data[keyExpiration]))
-		if err == nil && now.Before(exp) {
-			node := s.Annotations[AnnotationNode]
-			if node == "" {
+	for _, name := range c.issuedTokens() {
+		t, ok := c.lookup(name)
+		if !ok {
+			continue
+		}
+		if now.Before(t.expires) {
+			if t.node == "" {
 				continue // not a per-node token: it lives until it expires
 			}
-			done, seen := registered[node]
+			done, seen := registered[t.node]
 			if !seen {
-				if done, err = c.NodeRegistered(ctx, node); err != nil {
+				var err error
+				if done, err = c.NodeRegistered(ctx, t.node); err != nil {
 					errs = append(errs, err)
 					continue
 				}
-				registered[node] = done
+				registered[t.node] = done
 			}
 			if !done {
 				continue
 			}
 		}
-		if err := c.deleteSecret(ctx, &s); err != nil {
+		if err := c.deleteIssued(ctx, name); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -256,24 +266,20 @@ func (c *Cluster) DeleteSpentBootstrapTokens(ctx context.Context) (int, error) {
 	return deleted, errors.Join(errs...)
 }
 
-// DeleteTokensForNode deletes every bootstrap token this package created for
+// DeleteTokensForNode deletes every bootstrap token this Cluster created for
 // untrustedNodeName and returns how many it deleted. Call it once the node
 // is registered (NodeRegistered): the token has done its job.
 func (c *Cluster) DeleteTokensForNode(ctx context.Context, untrustedNodeName string) (int, error) {
 	if err := checkNodeName(untrustedNodeName); err != nil {
 		return 0, fmt.Errorf("kube: deleting bootstrap tokens: %w", err)
 	}
-	tokens, err := c.cloisterTokens(ctx)
-	if err != nil {
-		return 0, err
-	}
 	deleted := 0
 	var errs []error
-	for _, s := range tokens {
-		if s.Annotations[AnnotationNode] != untrustedNodeName {
+	for _, name := range c.issuedTokens() {
+		if t, ok := c.lookup(name); !ok || t.node != untrustedNodeName {
 			continue
 		}
-		if err := c.deleteSecret(ctx, &s); err != nil {
+		if err := c.deleteIssued(ctx, name); err != nil {
 			errs = append(errs, err)
 			continue
 		}

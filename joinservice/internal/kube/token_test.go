@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 var tokenRE = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
@@ -190,32 +194,64 @@ func tokenSecret(id, expiration string, cloister bool, mutate ...func(*corev1.Se
 }
 
 func TestDeleteSpentBootstrapTokensWithFakeClientset(t *testing.T) {
-	past, future := testNow.Add(-time.Minute).Format(time.RFC3339), testNow.Add(time.Minute).Format(time.RFC3339)
+	past := testNow.Add(-time.Minute).Format(time.RFC3339)
+	now := testNow
 	objects := []runtime.Object{
-		tokenSecret("exp001", past, true),
-		tokenSecret("exp002", "not a time", true),
-		tokenSecret("now001", testNow.Format(time.RFC3339), true),
-		tokenSecret("live01", future, true),
 		tokenSecret("kubeadm", past, false), // kubeadm's or an operator's token
-		tokenSecret("opaque", past, true, func(s *corev1.Secret) { s.Type = corev1.SecretTypeOpaque }),
-		tokenSecret("mismat", past, true, func(s *corev1.Secret) { s.Data["token-id"] = []byte("other1") }),
+		tokenSecret("labels", past, true),   // Cloister's label, but made by another process
 	}
-	c, _ := newFakeCluster(t, Options{}, objects...)
-	n, err := c.DeleteSpentBootstrapTokens(context.Background())
+	c, _ := newFakeCluster(t, Options{Now: func() time.Time { return now }, TokenTTL: time.Minute}, objects...)
+	ctx := context.Background()
+	expired, err := c.CreateBootstrapToken(ctx, "worker-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 3 {
-		t.Errorf("deleted %d, want 3", n)
+	now = now.Add(30 * time.Second)
+	live, err := c.CreateBootstrapToken(ctx, "worker-2")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, id := range []string{"exp001", "exp002", "now001"} {
-		if _, err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Get(context.Background(), "bootstrap-token-"+id, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			t.Errorf("expired Cloister token %s: err = %v, want NotFound", id, err)
-		}
+	now = now.Add(31 * time.Second) // past the first token's expiry only
+	n, err := c.DeleteSpentBootstrapTokens(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteSpentBootstrapTokens = %d, %v; want 1, nil", n, err)
 	}
-	for _, id := range []string{"live01", "kubeadm", "opaque", "mismat"} {
+	if _, err := c.client.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, "bootstrap-token-"+expired.ID, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("expired token %s: err = %v, want NotFound", expired.ID, err)
+	}
+	for _, id := range []string{live.ID, "kubeadm", "labels"} {
 		getSecret(t, c, "bootstrap-token-"+id)
 	}
+	if n, err := c.DeleteSpentBootstrapTokens(ctx); err != nil || n != 0 {
+		t.Errorf("second sweep = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func TestDeleteSpentBootstrapTokensLeavesAReplacedSecretWithFakeClientset(t *testing.T) {
+	now := testNow
+	c, client := newFakeCluster(t, Options{Now: func() time.Time { return now }, TokenTTL: time.Minute})
+	installFakeUIDs(t, client)
+	ctx := context.Background()
+	tok, err := c.CreateBootstrapToken(ctx, "worker-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone else deletes the Secret and creates another under the same
+	// name: the UID precondition keeps the sweep off it.
+	name := "bootstrap-token-" + tok.ID
+	if err := client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	other := tokenSecret(tok.ID, testNow.Add(time.Hour).Format(time.RFC3339), false)
+	other.UID = "someone-elses"
+	if _, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute)
+	if _, err := c.DeleteSpentBootstrapTokens(ctx); err != nil {
+		t.Fatal(err)
+	}
+	getSecret(t, c, name)
 }
 
 func TestDeleteSpentBootstrapTokensDeletesTokensOfRegisteredNodesWithFakeClientset(t *testing.T) {
@@ -239,30 +275,6 @@ func TestDeleteSpentBootstrapTokensDeletesTokensOfRegisteredNodesWithFakeClients
 		t.Errorf("token of registered worker-1: err = %v, want NotFound", err)
 	}
 	getSecret(t, c, "bootstrap-token-"+waiting.ID)
-}
-
-func TestDeleteBootstrapTokenIsIdempotent(t *testing.T) {
-	c, _ := newFakeCluster(t, Options{})
-	tok, err := c.CreateBootstrapToken(context.Background(), "worker-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 2 {
-		if err := c.DeleteBootstrapToken(context.Background(), tok.ID); err != nil {
-			t.Fatalf("delete #%d: %v", i+1, err)
-		}
-	}
-	foreign := tokenSecret("kadm01", testNow.Format(time.RFC3339), false)
-	c, _ = newFakeCluster(t, Options{}, foreign)
-	if err := c.DeleteBootstrapToken(context.Background(), "kadm01"); err == nil {
-		t.Error("a token without Cloister's label was deleted")
-	}
-	getSecret(t, c, "bootstrap-token-kadm01")
-	for _, id := range []string{"", "ABCDEF", "abc", "abcdef/x", "../../x"} {
-		if err := c.DeleteBootstrapToken(context.Background(), id); err == nil {
-			t.Errorf("id %q accepted", id)
-		}
-	}
 }
 
 func TestDeleteTokensForRegisteredNodeWithFakeClientset(t *testing.T) {
@@ -299,8 +311,12 @@ func TestDeleteTokensForRegisteredNodeWithFakeClientset(t *testing.T) {
 }
 
 func TestRunTokenCleanupWithFakeClientset(t *testing.T) {
-	past := testNow.Add(-time.Minute).Format(time.RFC3339)
-	c, _ := newFakeCluster(t, Options{}, tokenSecret("exp001", past, true))
+	now := testNow
+	c, _ := newFakeCluster(t, Options{Now: func() time.Time { return now }})
+	if _, err := c.CreateBootstrapToken(context.Background(), "worker-1"); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(DefaultTokenTTL)
 	ctx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	var total, calls int
@@ -351,4 +367,38 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	if _, err := New(nil, Options{}); err == nil {
 		t.Error("nil client accepted")
 	}
+}
+
+// installFakeUIDs makes the fake clientset do what the API server does and
+// the fake does not: give each created Secret a UID, and refuse a delete
+// whose UID precondition names another object (409 Conflict).
+func installFakeUIDs(tb testing.TB, client *fake.Clientset) {
+	tb.Helper()
+	var n atomic.Int64
+	gvr := corev1.SchemeGroupVersion.WithResource("secrets")
+	client.PrependReactor("create", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		s := action.(k8stesting.CreateAction).GetObject().(*corev1.Secret).DeepCopy()
+		if s.UID == "" {
+			s.UID = types.UID(fmt.Sprintf("fake-uid-%d", n.Add(1)))
+		}
+		if err := client.Tracker().Create(gvr, s, s.Namespace); err != nil {
+			return true, nil, err
+		}
+		return true, s, nil
+	})
+	client.PrependReactor("delete", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		da := action.(k8stesting.DeleteAction)
+		pre := da.GetDeleteOptions().Preconditions
+		if pre == nil || pre.UID == nil {
+			return false, nil, nil
+		}
+		obj, err := client.Tracker().Get(gvr, da.GetNamespace(), da.GetName())
+		if err != nil {
+			return false, nil, nil
+		}
+		if got := obj.(*corev1.Secret).UID; got != *pre.UID {
+			return true, nil, apierrors.NewConflict(gvr.GroupResource(), da.GetName(), fmt.Errorf("precondition: want UID %s, got %s", *pre.UID, got))
+		}
+		return false, nil, nil
+	})
 }
