@@ -49,6 +49,12 @@ type tdxFile struct {
 	MRTD             *valueFile           `json:"mrtd"`
 	RTMRs            map[string]valueFile `json:"rtmrs"`
 	MinimumTEETCBSVN *string              `json:"minimumTeeTcbSvn"`
+	XFAM             *valueFile           `json:"xfam"`
+	MRConfigID       *valueFile           `json:"mrConfigId"`
+	MROwner          *valueFile           `json:"mrOwner"`
+	MROwnerConfig    *valueFile           `json:"mrOwnerConfig"`
+	AllowMigratable  bool                 `json:"allowMigratable"`
+	AllowPerfmon     bool                 `json:"allowPerfmon"`
 }
 
 type insecureDevFile struct {
@@ -164,6 +170,18 @@ func (p *parser) tdx(f *tdxFile) *TDX {
 	if f.MinimumTEETCBSVN != nil {
 		t.MinimumTEETCBSVN = p.hex("tdx.minimumTeeTcbSvn", *f.MinimumTEETCBSVN, 16)
 	}
+	optional := func(path string, f *valueFile, size int) *Value {
+		if f == nil {
+			return nil
+		}
+		v := p.value(path, *f, size)
+		return &v
+	}
+	t.XFAM = optional("tdx.xfam", f.XFAM, 8)
+	t.MRConfigID = optional("tdx.mrConfigId", f.MRConfigID, 48)
+	t.MROwner = optional("tdx.mrOwner", f.MROwner, 48)
+	t.MROwnerConfig = optional("tdx.mrOwnerConfig", f.MROwnerConfig, 48)
+	t.AllowMigratable, t.AllowPerfmon = f.AllowMigratable, f.AllowPerfmon
 	return t
 }
 

@@ -63,8 +63,9 @@ type TPM struct {
 type SNP struct {
 	// Measurement is the 48-byte launch measurement.
 	Measurement Value
-	// MinimumTCB is the lowest TCB accepted, component by component, both
-	// in the report and in the VCEK.
+	// MinimumTCB is the lowest TCB accepted, component by component, in
+	// each of the report's CURRENT, REPORTED, COMMITTED and LAUNCH TCB and
+	// in the VCEK.
 	MinimumTCB SNPTCB
 	// Products lists the accepted processor product names ("Milan",
 	// "Genoa"). Empty means any supported product.
@@ -79,8 +80,19 @@ type SNPTCB struct {
 	Microcode  uint8
 }
 
-// TDX holds the reference values of the tdx variant. Debug TDs are always
-// refused.
+// TDX holds the reference values of the tdx variant. The zero value of each
+// optional field is the strict choice.
+//
+// TD_ATTRIBUTES are decided here, bit by bit, and the tdx validator refuses
+// every bit it does not know: the whole TUD group (bits 0–7: DEBUG and the
+// off-TD debug and profiling bits) is always refused, as Intel treats any of
+// them as an untrusted TD; LASS (27), PKS (30) and KL (31) are accepted (they
+// only restrict the guest itself); SEPT_VE_DISABLE (28) is accepted either
+// way (a Linux guest refuses to run with #VE on private memory enabled: it
+// panics unless the attribute is set or it disables the #VEs itself through
+// TD_CTLS, as newer kernels do, and the guest kernel is what the RTMRs pin);
+// MIGRATABLE (29) and PERFMON (63) must be clear unless allowed below; every
+// other bit is reserved and must be zero.
 type TDX struct {
 	// MRTD is the 48-byte measurement of the initial TD contents.
 	MRTD Value
@@ -89,6 +101,25 @@ type TDX struct {
 	// MinimumTEETCBSVN is the lowest TEE_TCB_SVN accepted (16 bytes,
 	// compared byte by byte). Nil means no minimum.
 	MinimumTEETCBSVN []byte
+	// XFAM, if set, is the exact 8-byte XFAM (the extended CPU features the
+	// TD may use). Nil still requires an architecturally valid XFAM: x87
+	// and SSE set, no bit outside those the TDX module supports.
+	XFAM *Value
+	// MRConfigID, MROwner and MROwnerConfig are set by the host, not
+	// measured by the TDX module: an unpinned one must be all zero, so the
+	// host cannot pass the TD configuration that nobody checks. Set one to
+	// pin the 48-byte value the deployment uses.
+	MRConfigID    *Value
+	MROwner       *Value
+	MROwnerConfig *Value
+	// AllowMigratable accepts TDs with MIGRATABLE set. Such a TD can be
+	// exported, with its secrets, to any platform a migration TD approves:
+	// the policy must trust that migration TD as well.
+	AllowMigratable bool
+	// AllowPerfmon accepts TDs with PERFMON set, which hands the TD the
+	// performance-monitoring counters (a side channel and a non-default
+	// configuration).
+	AllowPerfmon bool
 }
 
 // InsecureDev allows the insecure-dev variant. Only Parse makes a usable

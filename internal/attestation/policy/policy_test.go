@@ -38,8 +38,27 @@ func TestParseFullDocument(t *testing.T) {
 	if len(p.TDX.RTMRs) != 2 || p.TDX.RTMRs[2].Mode != Warn || len(p.TDX.MinimumTEETCBSVN) != 16 {
 		t.Errorf("tdx = %+v", p.TDX)
 	}
+	if p.TDX.XFAM == nil || len(p.TDX.XFAM.Want) != 8 || p.TDX.MRConfigID == nil || p.TDX.MROwner.Mode != Warn || p.TDX.MROwnerConfig != nil {
+		t.Errorf("tdx host-set values = xfam %v, mrConfigId %v, mrOwner %v, mrOwnerConfig %v", p.TDX.XFAM, p.TDX.MRConfigID, p.TDX.MROwner, p.TDX.MROwnerConfig)
+	}
+	if p.TDX.AllowMigratable || !p.TDX.AllowPerfmon {
+		t.Errorf("tdx attribute decisions = %+v", p.TDX)
+	}
 	if p.InsecureDev != nil {
 		t.Error("insecure-dev allowed without being asked for")
+	}
+}
+
+// TestParseTDXDefaultsAreStrict: a tdx section that says nothing about the
+// host-set values and the optional attributes gets the strict choices.
+func TestParseTDXDefaultsAreStrict(t *testing.T) {
+	p, err := Parse([]byte(`version: 1
+tdx: {mrtd: {value: "` + strings.Repeat("ab", 48) + `"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.TDX.XFAM != nil || p.TDX.MRConfigID != nil || p.TDX.MROwner != nil || p.TDX.MROwnerConfig != nil || p.TDX.AllowMigratable || p.TDX.AllowPerfmon {
+		t.Errorf("defaults = %+v", p.TDX)
 	}
 }
 
@@ -91,6 +110,11 @@ func TestParseRejects(t *testing.T) {
 		{"tdx rtmr index out of range", `version: 1` + "\n" + `tdx: {mrtd: {value: "` + h48 + `"}, rtmrs: {"4": {value: "` + h48 + `"}}}`, "tdx.rtmrs[4]"},
 		{"tdx rtmr one hex digit short", `version: 1` + "\n" + `tdx: {mrtd: {value: "` + h48 + `"}, rtmrs: {"2": {value: "` + h48[1:] + `"}}}`, "tdx.rtmrs[2].value: want 96 hex characters, got 95"},
 		{"tdx tcb svn wrong size", `version: 1` + "\n" + `tdx: {mrtd: {value: "` + h48 + `"}, minimumTeeTcbSvn: "00"}`, "tdx.minimumTeeTcbSvn"},
+		{"tdx xfam wrong size", `version: 1` + "\n" + `tdx: {mrtd: {value: "` + h48 + `"}, xfam: {value: "e71a06"}}`, "tdx.xfam.value: want 16 hex characters, got 6"},
+		{"tdx mrConfigId wrong size", `version: 1` + "\n" + `tdx: {mrtd: {value: "` + h48 + `"}, mrConfigId: {value: "00"}}`, "tdx.mrConfigId.value: want 96 hex characters"},
+		{"tdx mrOwner without value", `version: 1` + "\n" + `tdx: {mrtd: {value: "` + h48 + `"}, mrOwner: {mode: warn}}`, "tdx.mrOwner.value: missing"},
+		{"tdx mrOwnerConfig not hex", `version: 1` + "\n" + `tdx: {mrtd: {value: "` + h48 + `"}, mrOwnerConfig: {value: "` + strings.Repeat("zz", 48) + `"}}`, "tdx.mrOwnerConfig.value: not hex"},
+		{"tdx allowMigratable not a bool", `version: 1` + "\n" + `tdx: {mrtd: {value: "` + h48 + `"}, allowMigratable: "yes please"}`, "allowMigratable"},
 		{"not yaml at all", "\x00\x01{[", "policy"},
 		{"oversized document", strings.Repeat("#", MaxDocumentSize+1), "limit"},
 	}

@@ -19,9 +19,6 @@ const (
 	rtmrCount = 4
 	// latchRTMR is the RTMR that holds the cluster-ID latch.
 	latchRTMR = 3
-	// tdAttributeDebug is bit 0 of TD_ATTRIBUTES (TUD.DEBUG): the host can
-	// read and change the TD's state.
-	tdAttributeDebug = 1 << 0
 )
 
 // padReportData returns userData zero padded to REPORTDATA's size. The

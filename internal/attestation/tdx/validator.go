@@ -38,7 +38,6 @@ const (
 	checkPCKChain   = "pck-chain"
 	checkSignature  = "signature"
 	checkBinding    = "binding"
-	checkDebug      = "debug"
 	checkQE         = "qe-identity"
 	checkSEAM       = "mrsignerseam"
 	checkTCBSVN     = "tcb-svn"
@@ -96,6 +95,15 @@ func NewValidator(pol *policy.TDX, opts ValidatorOptions) (*Validator, error) {
 	if n := len(pol.MinimumTEETCBSVN); n != 0 && n != abi.TeeTcbSvnSize {
 		return nil, fmt.Errorf("tdx: policy minimumTeeTcbSvn is %d bytes, want %d or none", n, abi.TeeTcbSvnSize)
 	}
+	for _, f := range []struct {
+		name string
+		v    *policy.Value
+		size int
+	}{{"xfam", pol.XFAM, abi.XfamSize}, {"mrConfigId", pol.MRConfigID, abi.MrConfigIDSize}, {"mrOwner", pol.MROwner, abi.MrOwnerSize}, {"mrOwnerConfig", pol.MROwnerConfig, abi.MrOwnerConfigSize}} {
+		if f.v != nil && len(f.v.Want) != f.size {
+			return nil, fmt.Errorf("tdx: policy %s is %d bytes, want %d or none", f.name, len(f.v.Want), f.size)
+		}
+	}
 	if v.roots == nil {
 		roots, err := intelRoots()
 		if err != nil {
@@ -143,11 +151,19 @@ func (*Validator) Variant() attestation.Variant { return attestation.VariantTDX 
 //     enclave) — checked always, collateral or not: otherwise a host could
 //     certify an attestation key of its own enclave and sign any TD body;
 //     "mrsignerseam": the TDX module is Intel's (MRSIGNERSEAM all zero);
-//  7. "debug": the TD is not a debug TD (TD_ATTRIBUTES bit 0);
-//  8. "mrtd", then "rtmr[N]" in index order: the policy's reference values
+//  7. "seam-attributes": SEAMATTRIBUTES is zero (no debug TDX module);
+//     "debug": no bit of TD_ATTRIBUTES' TUD group (bits 0–7, DEBUG and
+//     the other TD-under-debug bits) is set; "td-attributes": no reserved
+//     bit is set, and MIGRATABLE and PERFMON are clear unless the policy
+//     allows them (policy.TDX documents each bit's decision);
+//  8. "xfam": XFAM equals the policy's pinned value, or without one
+//     satisfies the TDX module's fixed masks; "mrconfigid", "mrowner",
+//     "mrownerconfig": each host-set value equals the policy's, or is all
+//     zero when the policy pins none (pinned values in warn mode warn);
+//  9. "mrtd", then "rtmr[N]" in index order: the policy's reference values
 //     (a mismatch in warn mode becomes a warning in the claims);
-//  9. "tcb-svn": TEE_TCB_SVN is at least the policy minimum, byte by byte;
-//  10. only with ValidatorOptions.Collateral: "tcb-status": the TDX TCB
+//  10. "tcb-svn": TEE_TCB_SVN is at least the policy minimum, byte by byte;
+//  11. only with ValidatorOptions.Collateral: "tcb-status": the TDX TCB
 //     level and the QE's TCB level matching this platform are "UpToDate";
 //     "collateral": the collateral is present, signed under the trusted
 //     root, fresh, and matches the quote (FMSPC, PCE ID, TDX module, QE).
@@ -183,11 +199,26 @@ func (v *Validator) Validate(ctx context.Context, ev *attestationv1.Evidence, us
 	if seam := body.GetMrSignerSeam(); !bytes.Equal(seam, make([]byte, len(seam))) {
 		return nil, reject(checkSEAM, "all zero (Intel's TDX module)", hex.EncodeToString(seam), nil)
 	}
-	if attrs := body.GetTdAttributes(); attrs[0]&tdAttributeDebug != 0 {
-		return nil, reject(checkDebug, "TD_ATTRIBUTES bit 0 (DEBUG) clear", "TD_ATTRIBUTES "+hex.EncodeToString(attrs), nil)
+	if err := checkSEAMAttributes(body.GetSeamAttributes()); err != nil {
+		return nil, err
+	}
+	if err := checkTDAttributes(&v.pol, body.GetTdAttributes()); err != nil {
+		return nil, err
 	}
 
 	var warnings []string
+	warning, err := checkXFAM(&v.pol, body.GetXfam())
+	if err != nil {
+		return nil, err
+	}
+	if warning != "" {
+		warnings = append(warnings, warning)
+	}
+	hostSetWarnings, err := checkHostSet(&v.pol, body)
+	if err != nil {
+		return nil, err
+	}
+	warnings = append(warnings, hostSetWarnings...)
 	check := func(val policy.Value, name string, got []byte) error {
 		warning, err := val.Check(attestation.VariantTDX, name, got)
 		if warning != "" {

@@ -71,6 +71,17 @@ type Body struct {
 	TDAttributes [attributesSize]byte
 	// TEETCBSVN is TEE_TCB_SVN, one byte per component.
 	TEETCBSVN [teeTCBSVNSize]byte
+	// XFAM, if not nil, replaces the sample quote's XFAM (8 bytes,
+	// little-endian); nil keeps it (a valid one: 0x61ae7).
+	XFAM []byte
+	// MRConfigID, MROwner and MROwnerConfig are the host-set values; zero
+	// unless a test sets them.
+	MRConfigID    [measurementSize]byte
+	MROwner       [measurementSize]byte
+	MROwnerConfig [measurementSize]byte
+	// SEAMAttributes is SEAMATTRIBUTES; zero (a production TDX module)
+	// unless a test sets it.
+	SEAMAttributes [attributesSize]byte
 }
 
 // Chain is a fake Intel-shaped PCK chain plus a fake quoting enclave
@@ -203,6 +214,13 @@ func (c *Chain) Quote(b Body, reportData [reportDataSize]byte) ([]byte, error) {
 		body.Rtmrs[i] = bytes.Clone(b.RTMRs[i][:])
 	}
 	body.TdAttributes = bytes.Clone(b.TDAttributes[:])
+	if b.XFAM != nil {
+		body.Xfam = bytes.Clone(b.XFAM)
+	}
+	body.MrConfigId = bytes.Clone(b.MRConfigID[:])
+	body.MrOwner = bytes.Clone(b.MROwner[:])
+	body.MrOwnerConfig = bytes.Clone(b.MROwnerConfig[:])
+	body.SeamAttributes = bytes.Clone(b.SEAMAttributes[:])
 	body.TeeTcbSvn = bytes.Clone(b.TEETCBSVN[:])
 	body.ReportData = bytes.Clone(reportData[:])
 
