@@ -104,7 +104,14 @@ func Start(tb TB, opts Options) *Service {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	creds, err := atls.NewCredentials(atls.Config{Issuer: opts.Issuer, Verifier: server.Instrument(s.Verifier, s.Metrics, log), HandshakeTimeout: 20 * time.Second})
+	rate := opts.RateLimit
+	if rate == 0 {
+		rate = 1000
+	}
+	// Every simulated node dials from 127.0.0.1: the per-IP limits follow
+	// opts.RateLimit, as the join service's own connection limit does.
+	creds, err := atls.NewCredentials(atls.Config{Issuer: opts.Issuer, Verifier: server.Instrument(s.Verifier, s.Metrics, log), HandshakeTimeout: 20 * time.Second,
+		Limits: atls.Limits{MaxUnauthenticated: 4096, MaxUnauthenticatedPerIP: 4096, HandshakesPerSecondPerIP: rate, HandshakeBurstPerIP: int(rate)}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -115,10 +122,6 @@ func Start(tb TB, opts Options) *Service {
 		AllowVariantsWithoutLatch: opts.AllowVariantsWithoutLatch,
 	}
 	srv := server.New(keys.FileProvider{Path: secretsPath}, s.Kube, s.Verifier, s.Metrics, log, so)
-	rate := opts.RateLimit
-	if rate == 0 {
-		rate = 1000
-	}
 	s.serve = func(lis net.Listener) {
 		g := grpc.NewServer(server.ServerOptions(creds, ratelimit.New(ratelimit.Options{PerSecond: rate, Burst: int(rate)}), 20*time.Second, s.Metrics)...)
 		joinv1.RegisterJoinServiceServer(g, srv)

@@ -285,7 +285,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return &usageError{err}
 	}
-	initCreds, err := atls.NewCredentials(atls.Config{Issuer: issuer, AcceptUnattestedPeer: true, Log: log.With("component", "init")})
+	// One device, two users: the node's own quotes for its join go before
+	// the quotes CLI connections to the init port trigger.
+	gate, err := atls.NewPriorityIssuer(issuer, 0)
+	if err != nil {
+		return fmt.Errorf("sharing the issuer: %w", err)
+	}
+	initCreds, err := atls.NewCredentials(atls.Config{Issuer: gate.Peers(), AcceptUnattestedPeer: true, Log: log.With("component", "init")})
 	if err != nil {
 		return fmt.Errorf("building attested TLS credentials for init: %w", err)
 	}
@@ -299,7 +305,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	stops = append(stops, stop)
 
 	if len(cfg.JoinEndpoints) > 0 {
-		creds, err := joinServiceCreds(f, issuer)
+		creds, err := joinServiceCreds(f, gate.Own())
 		if err != nil {
 			return err
 		}
@@ -352,7 +358,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 // running node at any time: its measurements and its cluster-ID latch.
 func serveJoined(ctx context.Context, f flags, issuer attestation.Issuer, tracker *status.Tracker, notify *sdnotify.Notifier, log *slog.Logger) error {
 	tracker.SetPhase(string(nodestate.Joined))
-	creds, err := atls.NewCredentials(atls.Config{Issuer: issuer, AcceptUnattestedPeer: true, Log: log.With("component", "attested-status")})
+	// Only peers quote now, but through a bounded queue.
+	gate, err := atls.NewPriorityIssuer(issuer, 0)
+	if err != nil {
+		return fmt.Errorf("sharing the issuer: %w", err)
+	}
+	creds, err := atls.NewCredentials(atls.Config{Issuer: gate.Peers(), AcceptUnattestedPeer: true, Log: log.With("component", "attested-status")})
 	if err != nil {
 		return fmt.Errorf("building attested TLS credentials for status: %w", err)
 	}

@@ -304,6 +304,12 @@ func keySources(f flags, endpoints []string, issuer attestation.Issuer, tracker 
 	if anchors.TDXRoots, err = platform.LoadCertPool(splitList(f.tdxRoots)); err != nil {
 		return nil, &usageError{fmt.Errorf("--trust-tdx-roots: %w", err)}
 	}
+	// One device, two users: the rejoin's own quotes go before the quotes
+	// CLI connections to the recovery port trigger.
+	gate, err := atls.NewPriorityIssuer(issuer, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sharing the issuer: %w", err)
+	}
 	sources := map[string]setup.KeySource{}
 	if len(endpoints) > 0 {
 		doc, err := os.ReadFile(f.joinPolicy)
@@ -318,7 +324,7 @@ func keySources(f flags, endpoints []string, issuer attestation.Issuer, tracker 
 		if err != nil {
 			return nil, &usageError{fmt.Errorf("join-service policy %s: %w", f.joinPolicy, err)}
 		}
-		creds, err := atls.NewCredentials(atls.Config{Issuer: issuer, Verifier: validators})
+		creds, err := atls.NewCredentials(atls.Config{Issuer: gate.Own(), Verifier: validators})
 		if err != nil {
 			return nil, fmt.Errorf("building attested TLS credentials for rejoin: %w", err)
 		}
@@ -332,7 +338,7 @@ func keySources(f flags, endpoints []string, issuer attestation.Issuer, tracker 
 		log.Warn("no join endpoints configured: a keyed disk waits for recovery only")
 	}
 
-	recCreds, err := atls.NewCredentials(atls.Config{Issuer: issuer, AcceptUnattestedPeer: true, Log: log.With("component", "recovery")})
+	recCreds, err := atls.NewCredentials(atls.Config{Issuer: gate.Peers(), AcceptUnattestedPeer: true, Log: log.With("component", "recovery")})
 	if err != nil {
 		return nil, fmt.Errorf("building attested TLS credentials for recovery: %w", err)
 	}
