@@ -42,6 +42,7 @@ func commands() []*command {
 		policyShowCommand(),
 		policySetCommand(),
 		policyFromNodeCommand(),
+		versionCommand(),
 	}
 }
 
@@ -50,6 +51,7 @@ const topUsage = `cloister: initialize, verify and recover Cloister cluster node
 Usage:
   cloister <command> [flags]
   cloister <command> --help
+  cloister --version
 
 Commands:
 %s
@@ -58,9 +60,9 @@ a policy (--policy) before it sends or believes anything; the operator's
 machine itself does not attest.
 
 Examples:
-  cloister init --node 10.0.0.5:9000 --policy policy.yaml --tpm-ak-roots gce-ak-ca.pem
-  cloister verify --node 10.0.0.5:9000 --policy policy.yaml --tpm-ak-roots gce-ak-ca.pem --cluster-dir ./cloister-cluster
-  cloister status --node 10.0.0.5:9001 -o json
+  cloister init --node 10.0.0.5:9100 --policy policy.yaml --tpm-ak-roots gce-ak-ca.pem
+  cloister verify --node 10.0.0.5:9100 --policy policy.yaml --tpm-ak-roots gce-ak-ca.pem --cluster-dir ./cloister-cluster
+  cloister status --node 10.0.0.5:9101 -o json
 
 ` + exitCodesHelp
 
@@ -71,49 +73,128 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runEnv(ctx, e, args)
 }
 
+// runEnv runs args and reports the outcome. With -o json (or yaml) stdout
+// always carries one document: the command's own output, or, when the
+// command printed nothing there, {"error": ..., "exit_code": N, "hints":
+// [...]}, for usage errors and unknown commands too.
 func runEnv(ctx context.Context, e *env, args []string) int {
+	format := requestedOutput(args)
+	out := &writeTracker{w: e.stdout}
+	e.stdout = out
+	err := runArgs(ctx, e, args)
+	if err == nil {
+		return exitOK
+	}
+	code := report(e.stderr, err)
+	if format != outputText && !out.wrote {
+		if perr := printData(out, format, newErrorReport(err, code), nil); perr != nil {
+			fmt.Fprintf(e.stderr, "cloister: writing the error report: %v\n", perr)
+		}
+	}
+	return code
+}
+
+// runArgs finds the command, parses its flags and runs it. Help of any
+// form (--help, -h, help before or after a command or a command group)
+// prints usage on stdout and succeeds.
+func runArgs(ctx context.Context, e *env, args []string) error {
 	cmds := commands()
 	if len(args) == 0 {
-		return report(e.stderr, failf(exitUsage, []string{"see 'cloister --help'"}, "no command given"))
+		return failf(exitUsage, []string{"see 'cloister --help'"}, "no command given")
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && args[0] == "help" {
 			if c := findCommand(cmds, args[1:]); c != nil {
 				fs, _ := newFlagSet(e, c)
-				fmt.Fprint(e.stdout, commandHelp(c, fs))
-				return exitOK
+				_, err := fmt.Fprint(e.stdout, commandHelp(c, fs))
+				return err
 			}
+			if args[1] == "policy" {
+				_, err := fmt.Fprint(e.stdout, groupHelp(cmds, "policy"))
+				return err
+			}
+			return failf(exitUsage, []string{"see 'cloister --help'"}, "no help for unknown command %q", args[1])
 		}
-		fmt.Fprint(e.stdout, topHelp(cmds))
-		return exitOK
+		_, err := fmt.Fprint(e.stdout, topHelp(cmds))
+		return err
+	case "-version", "--version":
+		return runVersion(e, versionOptions{output: requestedOutput(args)})
 	}
 	c := findCommand(cmds, args)
 	if c == nil {
 		if args[0] == "policy" {
-			return report(e.stderr, failf(exitUsage, []string{"cloister policy show|set|from-node --help"}, "policy needs a subcommand: show, set or from-node"))
+			if len(args) > 1 && isHelp(args[1]) {
+				_, err := fmt.Fprint(e.stdout, groupHelp(cmds, "policy"))
+				return err
+			}
+			return failf(exitUsage, []string{"cloister policy show|set|from-node --help"}, "policy needs a subcommand: show, set or from-node")
 		}
-		return report(e.stderr, failf(exitUsage, []string{"see 'cloister --help'"}, "unknown command %q", args[0]))
+		return failf(exitUsage, []string{"see 'cloister --help'"}, "unknown command %q", args[0])
 	}
 	fs, act := newFlagSet(e, c)
-	rest := args[len(strings.Fields(c.name)):]
+	rest := splitShortValues(fs, args[len(strings.Fields(c.name)):])
+	if len(rest) == 1 && rest[0] == "help" {
+		_, err := fmt.Fprint(e.stdout, commandHelp(c, fs))
+		return err
+	}
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(e.stdout, commandHelp(c, fs))
-			return exitOK
+			_, err := fmt.Fprint(e.stdout, commandHelp(c, fs))
+			return err
 		}
-		return report(e.stderr, usageErrorf(c.name, "%s", flagErrorText(err)))
+		return usageErrorf(c.name, "%s", flagErrorText(err))
 	}
 	if fs.NArg() > 0 {
-		return report(e.stderr, usageErrorf(c.name, "unexpected argument %q", fs.Arg(0)))
+		return usageErrorf(c.name, "unexpected argument %q", fs.Arg(0))
 	}
 	if err := act(ctx); err != nil {
 		if ctx.Err() != nil && !isExitError(err) {
-			return report(e.stderr, fail(exitInterrupted, fmt.Errorf("%s: interrupted: %w", c.name, err)))
+			return fail(exitInterrupted, fmt.Errorf("%s: interrupted: %w", c.name, err))
 		}
-		return report(e.stderr, err)
+		return err
 	}
-	return exitOK
+	return nil
+}
+
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
+}
+
+// writeTracker records whether a command wrote to stdout, so that an error
+// report in JSON never follows a document the command already printed.
+type writeTracker struct {
+	w     io.Writer
+	wrote bool
+}
+
+func (t *writeTracker) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		t.wrote = true
+	}
+	return t.w.Write(p)
+}
+
+// errorReport is what -o json and -o yaml print on stdout for a failed
+// command. Its json names are stable.
+type errorReport struct {
+	Error    string   `json:"error"`
+	ExitCode int      `json:"exit_code"`
+	Hints    []string `json:"hints,omitempty"`
+}
+
+func newErrorReport(err error, code int) *errorReport {
+	r := &errorReport{Error: err.Error(), ExitCode: code}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		r.Error = ee.err.Error()
+		r.Hints = ee.hints
+	}
+	return r
 }
 
 func isExitError(err error) bool {
@@ -151,6 +232,20 @@ func newFlagSet(e *env, c *command) (*flag.FlagSet, func(context.Context) error)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	return fs, c.setup(e, fs)
+}
+
+// groupHelp lists the subcommands of a command group such as "policy".
+func groupHelp(cmds []*command, group string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage:\n  cloister %s <subcommand> [flags]\n  cloister %s <subcommand> --help\n\nSubcommands:\n", group, group)
+	for _, c := range cmds {
+		if strings.HasPrefix(c.name, group+" ") {
+			fmt.Fprintf(&b, "  %-18s %s\n", c.name, c.summary)
+		}
+	}
+	b.WriteString("\n")
+	b.WriteString(exitCodesHelp)
+	return b.String()
 }
 
 func topHelp(cmds []*command) string {

@@ -42,9 +42,9 @@ differs per cluster and 'cloister verify --cluster-dir' checks it.
 The policy goes to --policy FILE (which must not exist yet) or to stdout.
 
 Examples:
-  cloister policy from-node --node 10.0.0.5:9000 --variant tpm --pcrs 0-7,9 \
+  cloister policy from-node --node 10.0.0.5:9100 --variant tpm --pcrs 0-7,9 \
       --tpm-ak-roots ak-ca.pem --policy bootstrap-policy.yaml
-  cloister policy from-node --node 10.0.0.5:9000 --variant tdx --rtmrs 0-2
+  cloister policy from-node --node 10.0.0.5:9100 --variant tdx --rtmrs 0-2
 `
 
 type fromNodeOptions struct {

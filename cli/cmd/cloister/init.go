@@ -44,10 +44,10 @@ trailing newline. The node's bootstrapper checks it against its
 
 Examples:
   # A TPM node on a cloud that certifies its attestation keys:
-  cloister init --node 10.0.0.5:9000 --policy policy.yaml --tpm-ak-roots ak-ca.pem
+  cloister init --node 10.0.0.5:9100 --policy policy.yaml --tpm-ak-roots ak-ca.pem
 
   # Keep the cluster directory elsewhere, name the cluster:
-  cloister init --node 10.0.0.5:9000 --policy policy.yaml --tpm-ek-roots ek-ca.pem \
+  cloister init --node 10.0.0.5:9100 --policy policy.yaml --tpm-ek-roots ek-ca.pem \
       --cluster-dir ~/clusters/prod --name prod --init-secret-file init-secret.txt
 `
 

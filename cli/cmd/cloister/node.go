@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -89,8 +90,16 @@ func explainHandshake(addr string, err error) error {
 	var (
 		checkErr   *attestation.CheckError
 		refusedErr *atls.RefusedError
+		recordErr  tls.RecordHeaderError
 	)
 	switch {
+	case errors.As(err, &recordErr):
+		// The port answered with something that is not TLS at all (a
+		// plain gRPC port sends HTTP/2 frames): no evidence was exchanged,
+		// so nothing was refused. It is the wrong port, a transport
+		// failure.
+		return fail(exitUnavailable, fmt.Errorf("node %s: the port did not speak attested TLS (it answered with something that is not TLS)", addr),
+			"--node takes the node's attested port (9100 in the node image); its plain status port (9101) serves only 'cloister status'")
 	case errors.As(err, &checkErr):
 		return fail(exitRefused, &checkFailure{addr: addr, check: checkErr}, checkHints(checkErr.Check)...)
 	case errors.Is(err, attestation.ErrWrongVariant):
@@ -213,7 +222,7 @@ func dialPlain(addr string) (*grpc.ClientConn, error) {
 func checkAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" || port == "" {
-		return failf(exitUsage, []string{"--node takes HOST:PORT, e.g. 10.0.0.5:9000"}, "--node %q: want HOST:PORT", addr)
+		return failf(exitUsage, []string{"--node takes HOST:PORT, e.g. 10.0.0.5:9100"}, "--node %q: want HOST:PORT", addr)
 	}
 	return nil
 }

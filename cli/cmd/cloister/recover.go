@@ -31,8 +31,8 @@ it in 'cloister status'. If the attested node reports another disk, recover
 refuses to send the key.
 
 Examples:
-  cloister status --node 10.0.0.7:9001          # shows "disk UUID"
-  cloister recover --node 10.0.0.7:9000 --disk-uuid 2f1c0a8e-5b7d-4c1e-9a3f-6d2b8e4c1a70 \
+  cloister status --node 10.0.0.7:9101          # shows "disk UUID"
+  cloister recover --node 10.0.0.7:9100 --disk-uuid 2f1c0a8e-5b7d-4c1e-9a3f-6d2b8e4c1a70 \
       --policy policy.yaml --tpm-ak-roots ak-ca.pem --cluster-dir ./cloister-cluster
 `
 

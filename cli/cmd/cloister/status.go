@@ -22,8 +22,8 @@ between you and the node can change the answer. Use it to see why a node
 waits, never to decide what to trust ('cloister verify' attests).
 
 Examples:
-  cloister status --node 10.0.0.5:9001
-  cloister status --node 10.0.0.5:9001 -o json
+  cloister status --node 10.0.0.5:9101
+  cloister status --node 10.0.0.5:9101 -o json
 `
 
 type statusOptions struct {

@@ -25,7 +25,7 @@ import (
 const (
 	exitOK          = 0
 	exitUsage       = 1   // bad flags or arguments
-	exitUnavailable = 2   // the node could not be reached or timed out
+	exitUnavailable = 2   // the node could not be reached, timed out or spoke no attested TLS
 	exitRefused     = 3   // the node's attestation failed the policy
 	exitLatch       = 4   // the node's cluster-ID latch is not this cluster's
 	exitNodeRefused = 5   // the node refused or failed the request
@@ -36,7 +36,7 @@ const (
 const exitCodesHelp = `Exit codes:
   0    success
   1    usage: bad flags or arguments
-  2    the node could not be reached, or timed out
+  2    the node could not be reached, timed out, or did not speak attested TLS
   3    attestation refused: the node's evidence failed the policy
   4    latch check failed: the node is not latched to this cluster
   5    the node refused or failed the request (init refused, key refused)

@@ -40,8 +40,8 @@ With -o json or -o yaml, the report is printed on stdout even when a check
 fails ("verified": false, "failure": {...}); its fields are stable.
 
 Examples:
-  cloister verify --node 10.0.0.5:9000 --policy policy.yaml --tpm-ak-roots ak-ca.pem
-  cloister verify --node 10.0.0.7:9000 --policy policy.yaml --tpm-ak-roots ak-ca.pem \
+  cloister verify --node 10.0.0.5:9100 --policy policy.yaml --tpm-ak-roots ak-ca.pem
+  cloister verify --node 10.0.0.7:9100 --policy policy.yaml --tpm-ak-roots ak-ca.pem \
       --cluster-dir ./cloister-cluster -o json
 `
 
