@@ -42,6 +42,7 @@ import (
 	"github.com/cloister-dev/cloister/internal/ratelimit"
 	"github.com/cloister-dev/cloister/joinservice/internal/server"
 	"github.com/cloister-dev/cloister/joinservice/internal/verifier"
+	"github.com/cloister-dev/cloister/joinservice/rbac"
 	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"
 )
 
@@ -155,6 +156,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cluster, err := kube.New(kubeClient, kube.Options{TokenTTL: cfg.BootstrapTokenTTL.Duration})
 	if err != nil {
 		return fmt.Errorf("building kubernetes access: %w", err)
+	}
+	// The service faces every unattested client: it refuses to run with a
+	// credential that can do more than it needs (admin.conf) or less.
+	if err := cluster.CheckIdentity(ctx); err != nil {
+		return fmt.Errorf("checking the kubeconfig's permissions (want exactly those of user %s, granted at init): %w", rbac.UserName, err)
 	}
 	endpoint := cfg.APIServerEndpoint
 	if endpoint == "" {
