@@ -132,8 +132,15 @@ func (w *walker) convert(n *yaml.Node, t reflect.Type, path string) (any, error)
 	}
 }
 
+// jsonUnmarshaler is implemented by types that decode themselves; their
+// mappings are checked for duplicate keys only.
+var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
 func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) (any, error) {
 	var fields map[string]reflect.Type
+	if t.Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		t = reflect.TypeFor[any]()
+	}
 	switch t.Kind() {
 	case reflect.Struct:
 		fields = jsonFields(t)
@@ -187,15 +194,29 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) (any, error)
 	return out, nil
 }
 
-// jsonFields maps the exact JSON names of t's exported fields to their types.
+// jsonFields maps the exact JSON names of t's fields to their types, as
+// encoding/json sees them: exported fields, and the fields of untagged
+// embedded structs promoted into t.
 func jsonFields(t reflect.Type) map[string]reflect.Type {
 	fields := make(map[string]reflect.Type, t.NumField())
 	for f := range t.Fields() {
-		if !f.IsExported() {
-			continue
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				for n, typ := range jsonFields(ft) {
+					if _, shadowed := fields[n]; !shadowed {
+						fields[n] = typ
+					}
+				}
+				continue
+			}
 		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
+		if !f.IsExported() || name == "-" {
 			continue
 		}
 		if name == "" {

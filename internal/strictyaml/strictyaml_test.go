@@ -87,6 +87,37 @@ func TestDecodeKeepsMapKeysVerbatim(t *testing.T) {
 	}
 }
 
+type selfDecoding struct{ raw string }
+
+func (s *selfDecoding) UnmarshalJSON(b []byte) error { s.raw = string(b); return nil }
+
+type Embedded struct {
+	Inner string `json:"inner"`
+}
+
+type outer struct {
+	Embedded
+	Self selfDecoding `json:"self"`
+}
+
+func TestDecodeEmbeddedAndSelfDecoding(t *testing.T) {
+	var o outer
+	if err := Decode([]byte(`{inner: x, self: {Any: 1, keys: 2}}`), &o); err != nil {
+		t.Fatal(err)
+	}
+	if o.Inner != "x" || o.Self.raw != `{"Any":1,"keys":2}` {
+		t.Errorf("decoded %+v", o)
+	}
+	for doc, want := range map[string]string{
+		`{Inner: x}`:           `unknown field "Inner"`,
+		`{self: {a: 1, a: 2}}`: `self: duplicate key "a"`,
+	} {
+		if err := Decode([]byte(doc), &o); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Decode(%s) = %v, want %q", doc, err, want)
+		}
+	}
+}
+
 func TestDecodeNeedsPointer(t *testing.T) {
 	if err := Decode([]byte("version: 1"), doc{}); err == nil {
 		t.Error("accepted a non-pointer")
