@@ -13,4 +13,15 @@
 // decides (unlock.Checker), and the answer carries only the disk UUID. Every
 // request is untrusted: sizes are checked before anything else, a wrong key
 // is refused with PermissionDenied and the server keeps waiting.
+//
+// # Abuse
+//
+// Wrong keys back off (backoff.go): the first 3 from one address are
+// checked at once; then each try from it waits 1 s, doubling up to 1 min,
+// and over all addresses, after 10 wrong keys, each check waits 1 s,
+// doubling up to 10 s. A try during its wait is answered ResourceExhausted
+// ("retry in …") without a check. One check per address runs at a time.
+// Refusals are logged at most once a minute per kind, with a count of the
+// rest. Connections, their rate and the quotes they trigger are bounded by
+// atls (Config.Limits) before a request arrives.
 package recovery

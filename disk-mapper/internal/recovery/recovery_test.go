@@ -57,6 +57,12 @@ type running struct {
 
 func startServer(t *testing.T) *running {
 	t.Helper()
+	return startServerWithClock(t, time.Now)
+}
+
+// startServerWithClock starts a server whose backoff reads now.
+func startServerWithClock(t *testing.T, now func() time.Time) *running {
+	t.Helper()
 	creds, err := atls.NewCredentials(atls.Config{Issuer: insecuredev.NewIssuer(), AcceptUnattestedPeer: true, HandshakeTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +74,7 @@ func startServer(t *testing.T) *running {
 	r := &running{addr: lis.Addr().String(), checker: unlock.NewChecker(fakeDisk{}, uuid), status: cloisterstatus.New("disk-mapper", cloisterstatus.Options{}), done: make(chan struct{}), logs: &lockedBuffer{}}
 	r.status.SetPhase("waiting-for-key")
 	s := New(lis, creds, r.status, slog.New(slog.NewJSONHandler(r.logs, nil)))
+	s.now = now
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { defer close(r.done); r.runErr = s.Run(ctx, r.checker) }()
@@ -217,4 +224,86 @@ func (b *lockedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return bytes.Clone(b.buf.Bytes())
+}
+
+// fakeClock is a settable clock for the backoff.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// TestWrongKeysBackOffAndLogOnce: an operator's first wrong keys are
+// checked at once; then each try waits longer, unchecked, and the log gets
+// one "recovery key refused" line, not one per key. The right key still
+// opens the disk once the wait is over.
+func TestWrongKeysBackOffAndLogOnce(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	r := startServerWithClock(t, clock.now)
+	wrong := &recoveryv1.RecoverRequest{DiskKey: bytes.Repeat([]byte{2}, 32), MeasurementSecret: secret}
+	steps := []struct {
+		name     string
+		advance  time.Duration
+		req      *recoveryv1.RecoverRequest
+		wantCode codes.Code
+	}{
+		{name: "wrong key 1", req: wrong, wantCode: codes.PermissionDenied},
+		{name: "wrong key 2", req: wrong, wantCode: codes.PermissionDenied},
+		{name: "wrong key 3", req: wrong, wantCode: codes.PermissionDenied},
+		{name: "fourth try at once", req: wrong, wantCode: codes.ResourceExhausted},
+		{name: "right key at once is not checked either", req: &recoveryv1.RecoverRequest{DiskKey: rightKey, MeasurementSecret: secret}, wantCode: codes.ResourceExhausted},
+		{name: "wrong key 4 after 1s", advance: peerBase, req: wrong, wantCode: codes.PermissionDenied},
+		{name: "after 1s more: the wait doubled", advance: peerBase, req: wrong, wantCode: codes.ResourceExhausted},
+		{name: "right key after 2s", advance: peerBase, req: &recoveryv1.RecoverRequest{DiskKey: rightKey, MeasurementSecret: secret}, wantCode: codes.OK},
+	}
+	for _, s := range steps {
+		clock.advance(s.advance)
+		_, err := recover(t, r.addr, devPolicy, s.req)
+		if got := status.Code(err); got != s.wantCode {
+			t.Fatalf("%s: Recover = %v, want code %v", s.name, err, s.wantCode)
+		}
+	}
+	if s := r.status.Snapshot(); s.GetAttempts() != 4 {
+		t.Errorf("status counts %d attempts, want the 4 checked wrong keys", s.GetAttempts())
+	}
+	if n := bytes.Count(r.logs.Bytes(), []byte(`"msg":"recovery key refused"`)); n != 1 {
+		t.Errorf("4 wrong keys wrote %d \"recovery key refused\" lines within a minute, want 1:\n%s", n, r.logs.Bytes())
+	}
+}
+
+func TestBackoffDelays(t *testing.T) {
+	tests := []struct {
+		failures int
+		want     time.Duration
+	}{
+		{0, 0}, {2, 0}, {3, time.Second}, {4, 2 * time.Second}, {8, 32 * time.Second}, {9, time.Minute}, {1000, time.Minute},
+	}
+	for _, tt := range tests {
+		if got := delay(tt.failures, freeFailures, peerBase, peerMax); got != tt.want {
+			t.Errorf("delay after %d wrong keys = %v, want %v", tt.failures, got, tt.want)
+		}
+	}
+	// Over all peers: many addresses, one wrong key each, still back off.
+	b := newBackoff(func() time.Time { return time.Unix(0, 0) })
+	for i := range globalFree {
+		ip := string(rune('a' + i))
+		if w := b.admit(ip); w != 0 {
+			t.Fatalf("peer %d waits %v before its first key", i, w)
+		}
+		b.done(ip, true)
+	}
+	if w := b.admit("new peer"); w != globalBase {
+		t.Errorf("after %d wrong keys from as many peers a new peer waits %v, want %v", globalFree, w, globalBase)
+	}
 }

@@ -16,11 +16,16 @@ import (
 
 	"github.com/cloister-dev/cloister/disk-mapper/internal/unlock"
 	"github.com/cloister-dev/cloister/internal/keys"
+	"github.com/cloister-dev/cloister/internal/ratelimit"
 	recoveryv1 "github.com/cloister-dev/cloister/proto/recovery/v1"
 )
 
 // maxRequestSize bounds a request: two 32-byte fields and a generation.
 const maxRequestSize = 1 << 10
+
+// logInterval is how often each kind of refusal is logged at most; the
+// refusals in between are counted on one line per interval.
+const logInterval = time.Minute
 
 // shutdownGrace lets a winning Recover call's answer reach the CLI before
 // the server stops.
@@ -37,19 +42,20 @@ type Server struct {
 	creds  credentials.TransportCredentials
 	status reporter
 	log    *slog.Logger
+	now    func() time.Time
 }
 
 // New returns a server for lis. creds must be attested TLS in which this
 // node attests and accepts the CLI unattested.
 func New(lis net.Listener, creds credentials.TransportCredentials, status reporter, log *slog.Logger) *Server {
-	return &Server{lis: lis, creds: creds, status: status, log: log.With("component", "recovery")}
+	return &Server{lis: lis, creds: creds, status: status, log: log.With("component", "recovery"), now: time.Now}
 }
 
 // Run serves until ctx ends and returns nil then; it returns an error if the
 // listener fails. It closes the listener.
 func (s *Server) Run(ctx context.Context, c *unlock.Checker) error {
 	g := grpc.NewServer(grpc.Creds(s.creds), grpc.MaxRecvMsgSize(maxRequestSize))
-	recoveryv1.RegisterRecoveryServiceServer(g, &handler{checker: c, status: s.status, log: s.log})
+	recoveryv1.RegisterRecoveryServiceServer(g, &handler{checker: c, status: s.status, log: s.log, warn: ratelimit.NewLogger(s.log, logInterval), backoff: newBackoff(s.now)})
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(s.lis) }()
 	s.log.Info("serving recovery", "listen", s.lis.Addr().String(), "disk_uuid", c.DiskUUID())
@@ -77,6 +83,8 @@ type handler struct {
 	checker *unlock.Checker
 	status  reporter
 	log     *slog.Logger
+	warn    *ratelimit.Logger // refusals: at most one line per interval and kind
+	backoff *backoff
 }
 
 // Recover implements recovery.v1.RecoveryService.
@@ -88,21 +96,26 @@ func (h *handler) Recover(ctx context.Context, req *recoveryv1.RecoverRequest) (
 		Source:            "recovery",
 	}
 	defer cand.Zero() // the request's own bytes
-	from := "unknown"
+	from, ip := "unknown", "unknown"
 	if p, ok := peer.FromContext(ctx); ok {
-		from = p.Addr.String()
+		from, ip = p.Addr.String(), ratelimit.HostKey(p.Addr)
 	}
 	if err := checkRequest(req); err != nil {
-		h.log.Warn("recovery request refused", "peer", from, "error", err)
+		h.warn.Warn("recovery request refused", "peer", from, "error", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if wait := h.backoff.admit(ip); wait > 0 {
+		h.warn.Warn("recovery key not checked: too many wrong keys", "peer", from, "retry_in", wait.Round(time.Second))
+		return nil, status.Errorf(codes.ResourceExhausted, "too many wrong recovery keys: retry in %v", wait.Round(time.Second))
+	}
 	err := h.checker.Offer(ctx, cand)
+	h.backoff.done(ip, errors.Is(err, unlock.ErrWrongKey))
 	switch {
 	case err == nil:
 		h.log.Info("recovery key opened the state disk", "peer", from, "disk_uuid", h.checker.DiskUUID(), "generation", cand.Generation)
 		return &recoveryv1.RecoverResponse{DiskUuid: h.checker.DiskUUID()}, nil
 	case errors.Is(err, unlock.ErrWrongKey):
-		h.log.Warn("recovery key refused", "peer", from, "disk_uuid", h.checker.DiskUUID(), "generation", cand.Generation, "error", err)
+		h.warn.Warn("recovery key refused", "peer", from, "disk_uuid", h.checker.DiskUUID(), "generation", cand.Generation, "error", err)
 		h.status.Attempt(fmt.Errorf("recovery from %s: %w", from, err))
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, unlock.ErrUnlocked):
