@@ -18,7 +18,8 @@
 //     well-formed and self-signed.
 //  2. Inside the TLS session, before gRPC sees the connection, the sides
 //     exchange atls.v1.Frame messages, each prefixed by its length (4 bytes,
-//     big endian, at most MaxFrameSize, checked before anything is read).
+//     big endian, at most MaxFrameSize = 1 MiB, checked before anything is
+//     read).
 //  3. The client attests first: it sends evidence (or no_evidence); the server
 //     may answer with one challenge (when its validator is an
 //     attestation.Challenger) and expects a challenge_response from an
@@ -45,6 +46,21 @@
 // reading, frames are decoded by protobuf only, evidence goes to the
 // configured validators, and the peer's refusal reason is shown quoted and
 // bounded (RefusedError.UntrustedReason).
+//
+// # Abuse
+//
+// Every server built on Credentials bounds what unauthenticated peers cost
+// it (Config.Limits, safe when zero): before any TLS work, a per-IP
+// connection rate and a cap on unauthenticated connections in total (64)
+// and per IP (8), refused connections closed at once; frames of
+// unauthenticated peers are read into buffers that grow only as bytes
+// arrive, charged to a shared budget (16 MiB) before allocation; a server
+// that accepts unattested peers takes a quote token (10/s over all peers,
+// 2/s per IP) before issuing its evidence. A refusal wraps ErrBusy
+// (Unavailable: retry). Warnings about refused and failed handshakes are
+// written at most once a minute per kind, with a count of the rest.
+// PriorityIssuer shares a daemon's one device: the node's own quotes go
+// before peer-triggered ones, which wait in a bounded queue.
 //
 // # Errors
 //
