@@ -196,6 +196,13 @@ func (f *Flow) Run(ctx context.Context, path string) (*Result, error) {
 		return nil, fmt.Errorf("opening state disk %s: %w", path, err)
 	}
 	uuid := h.UUID()
+	// The UUID names the disk to the join service and to the operator and
+	// derives its key: a header must not choose how it is spelled.
+	// internal/cryptsetup already refuses such a header; this holds for
+	// any headers implementation.
+	if err := keys.CheckDiskUUID(uuid); err != nil {
+		return nil, errors.Join(fmt.Errorf("state disk %s: %w: %w", path, ErrHeaderInvalid, err), h.Close())
+	}
 	f.c.Status.SetDiskUUID(uuid)
 	state, err := h.State()
 	if err != nil {
@@ -232,6 +239,9 @@ func (f *Flow) format(ctx context.Context, path string) (*Result, error) {
 		return nil, fmt.Errorf("formatting state disk %s: %w", path, err)
 	}
 	uuid := h.UUID()
+	if err := keys.CheckDiskUUID(uuid); err != nil {
+		return nil, errors.Join(fmt.Errorf("state disk %s just formatted: %w: %w", path, ErrHeaderInvalid, err), h.Close())
+	}
 	if err := h.Close(); err != nil {
 		return nil, fmt.Errorf("closing state disk %s: %w", uuid, err)
 	}

@@ -3,6 +3,7 @@ package setup
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"os"
@@ -129,6 +130,14 @@ func TestRefusedHeaderIsNeverFormatted(t *testing.T) {
 		}},
 		{name: "luks magic followed by garbage", setup: func(t *testing.T, img string) {
 			writeAt(t, img, 0, append([]byte("LUKS\xba\xbe"), bytes.Repeat([]byte{0xee}, 4096)...))
+		}},
+		{name: "header whose UUID is uppercase", setup: func(t *testing.T, img string) {
+			// libcryptsetup loads any UUID bytes in the binary header;
+			// this one must not travel to the join service as is.
+			if _, err := cryptsetup.Format(context.Background(), img, newKey(t), cryptsetup.FormatOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			rewriteHeaderUUID(t, img, "0F4A2C1E-6B7D-4E8F-9A0B-1C2D3E4F5A6B")
 		}},
 		{name: "primary header wiped, secondary header left", setup: func(t *testing.T, img string) {
 			if _, err := cryptsetup.Format(context.Background(), img, newKey(t), cryptsetup.FormatOptions{}); err != nil {
@@ -335,5 +344,32 @@ func writeAt(t *testing.T, path string, off int64, b []byte) {
 	defer f.Close()
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// rewriteHeaderUUID writes uuid into both LUKS2 binary headers (offset
+// 0xa8, 40 bytes) and fixes their SHA-256 checksums (offset 0x1c0), as
+// someone holding the disk can.
+func rewriteHeaderUUID(tb testing.TB, img, uuid string) {
+	tb.Helper()
+	const hdrSize = 16384
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	for _, off := range []int64{0, hdrSize} {
+		hdr := make([]byte, hdrSize)
+		if _, err := f.ReadAt(hdr, off); err != nil {
+			tb.Fatal(err)
+		}
+		clear(hdr[0xa8 : 0xa8+40])
+		copy(hdr[0xa8:], uuid)
+		clear(hdr[0x1c0 : 0x1c0+64])
+		sum := sha256.Sum256(hdr)
+		copy(hdr[0x1c0:], sum[:])
+		if _, err := f.WriteAt(hdr, off); err != nil {
+			tb.Fatal(err)
+		}
 	}
 }
