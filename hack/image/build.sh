@@ -113,6 +113,11 @@ install -m 0644 "$root/image/disk-mapper.service" "$extra/usr/lib/systemd/system
 install -m 0644 "$root/image/bootstrapper.service" "$extra/usr/lib/systemd/system/cloister-bootstrapper.service"
 install -m 0644 "$root/image/joinservice.service" "$extra/usr/lib/systemd/system/joinservice.service"
 install -m 0644 "$root/image/joinservice.yaml" "$extra/etc/cloister/joinservice.yaml"
+# The units' Documentation= lines point at these files on the node.
+mkdir -p "$extra/usr/share/doc/cloister"
+for doc in design.md threat-model.md joinservice.md cli.md; do
+	install -m 0644 "$root/docs/$doc" "$extra/usr/share/doc/cloister/$doc"
+done
 # TPM manufacturer roots: this test image trusts swtpm's local CA (the one
 # swtpm_setup --create-ek-cert signs EK certificates with on this machine).
 # A production image ships the vendors' roots here instead.
@@ -159,8 +164,10 @@ if [ "${FORCE:-}" != 1 ] && [ -f "$out/manifest.txt" ] &&
 	exit 0
 fi
 
-# 2. The tree. mkosi's nspawn needs a private mount namespace with a tmpfs on
-# /run/systemd/nspawn on these machines (LAB.md).
+# 2. The tree. Debian's mkosi 14 runs its build steps in systemd-nspawn,
+# which fails on build hosts where /run/systemd/nspawn is shared with the
+# host: mkosi therefore runs in a private mount namespace with a tmpfs on
+# /run/systemd/nspawn, and with --nspawn-keep-unit.
 step "mkosi: Debian bookworm tree"
 tree=$work/tree
 rm -rf "$tree" "$out/manifest.txt"
@@ -177,6 +184,14 @@ unshare -m --propagation private sh -c '
 	echo "image: mkosi failed; full log in $work/mkosi.log" >&2
 	exit 1
 }
+
+# The units' Documentation= must not dangle.
+for doc in design.md threat-model.md joinservice.md cli.md; do
+	[ -f "$tree/usr/share/doc/cloister/$doc" ] || {
+		echo "image: /usr/share/doc/cloister/$doc is missing from the tree" >&2
+		exit 1
+	}
+done
 
 # The kernel version moves with Debian's security updates: read it from the tree.
 kv=$(ls "$tree/usr/lib/modules" | LC_ALL=C sort -V | tail -n 1)
