@@ -167,7 +167,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: f.logLevel})).With("component", "bootstrapper")
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: f.logLevel})).With("service", "bootstrapper")
 	notify := sdnotify.FromEnv()
 	tracker := status.New("bootstrapper", status.Options{OnChange: func(line string) {
 		logNotifyError(log, notify.Status("%s", line))

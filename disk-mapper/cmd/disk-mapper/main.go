@@ -192,7 +192,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return &usageError{err}
 	}
 	hostname, hostErr := os.Hostname()
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: f.logLevel})).With("component", "disk-mapper", "node", hostname)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: f.logLevel})).With("service", "disk-mapper", "node", hostname)
 	if hostErr != nil {
 		log.Warn("reading host name for the logs", "error", hostErr)
 	}

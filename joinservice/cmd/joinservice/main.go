@@ -126,7 +126,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: f.logLevel})).With("component", "joinservice")
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: f.logLevel})).With("service", "joinservice")
 	if f.allowInsecureDev {
 		log.Warn("INSECURE: --allow-insecure-dev is set; a policy with insecure-dev accepts nodes that prove NOTHING")
 	}
