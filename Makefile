@@ -45,8 +45,11 @@ test: deps kubeadm vet proto-check fuzz unit e2e
 vet:
 	$(GO) vet $(VETPKGS)
 
+## unit: every host test: the product module and, from the e2e module, the
+## host walk-through (e2e/internal/hostdemo, what `make demo-host` prints).
+HOSTPKGS      := ./e2e/internal/hostdemo/
 unit:
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -timeout 20m $(PKGS) $(HOSTPKGS)
 
 ## fuzz: a short run of every fuzz target (FUZZTIME each).
 fuzz:
@@ -113,7 +116,9 @@ demo: deps image
 ## demo-host: the node's path on this host in a minute, without VMs: a node
 ## with a real TPM (swtpm) attests to the real join service (fake Kubernetes
 ## API), re-keys its LUKS2 file image, is refused a double join and a
-## tampered boot, and recovers after a genuine reboot.
+## tampered boot, and recovers after a genuine reboot. It checks itself (each
+## refusal must come from its documented check: latch, pcr[4]) and runs as
+## TestWalkThrough in make unit.
 demo-host: deps
 	$(GO) run ./e2e/cmd/demo-host
 

@@ -1,15 +1,8 @@
-// Command demo walks through Cloister's main job on this machine, with real
-// components where the host allows them: a node with a real TPM 2.0 (swtpm,
-// EK certificate from its manufacturer CA) attests over mutually attested TLS
-// to the real join service, gets the key of its LUKS2 state disk (real
-// libcryptsetup on a file image), re-keys the disk, extends its cluster-ID
-// latch, is refused a second join, reboots, is refused with a modified boot
-// chain, and gets its key back with the genuine one.
-//
-// What is not real yet, and the output says so: the Kubernetes API behind
-// the join service is client-go's fake clientset, and the disk is a file
-// image (the host kernel has no device-mapper to open it). The QEMU
-// end-to-end tests replace both.
+// Command demo-host walks through Cloister's main job on this machine, with
+// real components where the host allows them (`make demo-host`): see
+// e2e/internal/hostdemo, which also runs as a test in `make test`. It exits
+// non-zero when any step, a refusal included, does not do what the
+// walk-through says.
 package main
 
 import (
@@ -19,13 +12,18 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/cloister-dev/cloister/e2e/internal/hostdemo"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	e := &env{out: os.Stdout}
-	err := e.guard(func() error { return run(ctx, e) })
+	e := &env{}
+	err := e.guard(func() error {
+		_, err := hostdemo.Run(ctx, e, os.Stdout)
+		return err
+	})
 	e.cleanup()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
@@ -33,13 +31,13 @@ func main() {
 	}
 }
 
-// env stands in for testing.TB: the test-support packages the demo borrows
-// (swtpm, the in-process join service) report through it. A fatal report
+// env stands in for testing.TB (hostdemo.TB) outside a test. A fatal report
 // unwinds to guard, which turns it into run's error; cleanups run last.
 type env struct {
-	out      *os.File
 	cleanups []func()
 }
+
+var _ hostdemo.TB = (*env)(nil)
 
 type fatal struct{ err error }
 
