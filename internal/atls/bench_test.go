@@ -63,6 +63,7 @@ func FuzzFrameDecode(f *testing.F) {
 // TCP, TLS 1.3, the attestation exchange both ways and one unary RPC.
 // Hardware variants reuse it with their own configs.
 func benchmarkHandshakeAndFirstRPC(b *testing.B, server, client Config) {
+	server.Limits = generous(server.Limits) // measure the cost, not the limits
 	srv := startTestServer(b, server)
 	clientCfg := client
 	b.ReportAllocs()
@@ -116,6 +117,7 @@ func mutualTDXConfig(tb testing.TB) Config {
 // benchmarkHandshake measures the handshake alone, without gRPC, over TCP
 // on 127.0.0.1.
 func benchmarkHandshake(b *testing.B, server, client Config) {
+	server.Limits = generous(server.Limits) // measure the cost, not the limits
 	serverCreds, clientCreds := mustCredentials(b, server), mustCredentials(b, client)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
