@@ -38,7 +38,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cloister-dev/cloister/bootstrapper/internal/discovery"
 	"github.com/cloister-dev/cloister/bootstrapper/internal/initserver"
@@ -139,7 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.StringVar(&f.tpmEKRoots, "trust-tpm-ek-roots", "", "comma-separated PEM files: TPM manufacturer roots, to verify join services")
 	fs.StringVar(&f.tpmAKRoots, "trust-tpm-ak-roots", "", "comma-separated PEM files: platform AK CAs, to verify join services")
 	fs.StringVar(&f.initListen, "init-listen", ":9100", "attested TLS address (this node attests, the operator's CLI does not): init.v1 and status.v1, status.v1 only once joined")
-	fs.StringVar(&f.statusListen, "status-listen", ":9101", "status.v1 address (plain gRPC, read-only); empty: off")
+	fs.StringVar(&f.statusListen, "status-listen", ":9101", "status.v1, gRPC health and reflection address (plain gRPC, read-only); empty: off")
 	fs.StringVar(&f.initSecretHash, "init-secret-sha256", "", "hex SHA-256 of the init secret `cloister init` must send; empty: no init secret")
 	fs.StringVar(&f.controlPlaneEP, "control-plane-endpoint", "", "stable host:port of the control planes for kubeadm init; empty: this node")
 	fs.StringVar(&f.kubeadmPath, "kubeadm", kubeadm.DefaultPath, "kubeadm binary")
@@ -390,15 +389,20 @@ func serveJoined(ctx context.Context, f flags, issuer attestation.Issuer, tracke
 	return g.Wait()
 }
 
-// serveStatus serves status.v1 in plain gRPC on addr in g; an empty addr
-// serves nothing.
+// serveStatus serves the plain status port (status.v1, gRPC health,
+// reflection) on addr in g; an empty addr serves nothing.
 func serveStatus(g *errgroup.Group, addr string, tracker *status.Tracker) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
 	}
-	srv := grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.MaxRecvMsgSize(1<<10))
-	statusv1.RegisterStatusServiceServer(srv, tracker)
-	return serve(g, addr, srv)
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	srv := status.NewPlainServer(tracker)
+	g.Go(func() error { return srv.Serve(lis) })
+	var once sync.Once
+	return func() { once.Do(srv.Stop) }, nil
 }
 
 // discover reads the node's configuration from SMBIOS, the kernel command

@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cloister-dev/cloister/disk-mapper/internal/config"
 	"github.com/cloister-dev/cloister/disk-mapper/internal/recovery"
@@ -39,7 +37,6 @@ import (
 	"github.com/cloister-dev/cloister/internal/latch"
 	"github.com/cloister-dev/cloister/internal/sdnotify"
 	"github.com/cloister-dev/cloister/internal/status"
-	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
 
 const usage = `disk-mapper: set up the encrypted state disk, once per boot
@@ -64,6 +61,8 @@ same whole disk as the root filesystem is refused.
 
 status.v1 (read-only, unauthenticated, plain gRPC) on --status-listen says
 what disk-mapper is doing and why it waits; systemd's STATUS= shows the same.
+The same port serves grpc.health.v1 ("" and cloister.status.v1.StatusService)
+and gRPC reflection, for grpc-health-probe and grpcurl.
 
 Exit codes:
   0  ready: the state disk is mounted
@@ -149,7 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.StringVar(&f.tpmAKRoots, "trust-tpm-ak-roots", "", "comma-separated PEM files: platform AK CAs, to verify join services")
 	fs.StringVar(&f.tdxRoots, "trust-tdx-roots", "", "comma-separated PEM files replacing Intel's SGX root (testing only)")
 	fs.StringVar(&f.recoveryListen, "recovery-listen", ":9100", "recovery.v1 address (attested TLS; this node attests, the operator's CLI does not)")
-	fs.StringVar(&f.statusListen, "status-listen", ":9101", "status.v1 address (plain gRPC, read-only); empty: off")
+	fs.StringVar(&f.statusListen, "status-listen", ":9101", "status.v1, gRPC health and reflection address (plain gRPC, read-only); empty: off")
 	fs.DurationVar(&f.keyTimeout, "key-timeout", 0, "give up waiting for a keyed disk's key after this long (exit 5); 0: wait until stopped")
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", rejoin.DefaultAttemptTimeout, "deadline of one rejoin attempt (handshake and call)")
 	fs.BoolVar(&f.integrity, "integrity", false, "format with dm-integrity (hmac-sha256) and require it on existing headers")
@@ -379,7 +378,8 @@ func openLatch(f flags) (interface {
 	return nil, nil, &usageError{fmt.Errorf("--latch %q: want tpm, tdx or auto", f.latch)}
 }
 
-// serveStatus serves status.v1 in g until the returned stop is called.
+// serveStatus serves the plain status port (status.v1, gRPC health,
+// reflection) in g until the returned stop is called.
 func serveStatus(g *errgroup.Group, addr string, tracker *status.Tracker) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
@@ -388,14 +388,8 @@ func serveStatus(g *errgroup.Group, addr string, tracker *status.Tracker) (stop 
 	if err != nil {
 		return nil, fmt.Errorf("listening for status on %s: %w", addr, err)
 	}
-	srv := grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.MaxRecvMsgSize(1<<10))
-	statusv1.RegisterStatusServiceServer(srv, tracker)
-	g.Go(func() error {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("serving status on %s: %w", addr, err)
-		}
-		return nil
-	})
+	srv := status.NewPlainServer(tracker)
+	g.Go(func() error { return srv.Serve(lis) })
 	var once sync.Once
 	return func() { once.Do(srv.Stop) }, nil
 }
