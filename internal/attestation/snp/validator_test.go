@@ -454,6 +454,20 @@ func FuzzValidate(f *testing.F) {
 		{},
 		bytes.Repeat([]byte{0xff}, 64),
 	}
+	// Each TCB field of the report one step below the minimum.
+	low := goodTCB
+	low.SnpSpl--
+	lowTCB, err := kds.ComposeTCBParts(low)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, set := range []func(r *spb.Report){
+		func(r *spb.Report) { r.LaunchTcb = uint64(lowTCB) },
+		func(r *spb.Report) { r.CommittedTcb = uint64(lowTCB) },
+		func(r *spb.Report) { r.CurrentTcb = uint64(lowTCB) },
+	} {
+		seeds = append(seeds, amd.issue(f, testUserData, set).GetSevSnp())
+	}
 	for _, i := range []int{0, 10, len(good) / 3, len(good) / 2, len(good) - 10} {
 		flipped := bytes.Clone(good)
 		flipped[i] ^= 0x80

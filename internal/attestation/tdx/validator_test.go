@@ -446,6 +446,19 @@ func FuzzValidate(f *testing.F) {
 	for _, cut := range []int{0x30, 0x27c, 0x27c + 0x80, len(valid) - 1} {
 		seeds = append(seeds, valid[:cut])
 	}
+	// TD_ATTRIBUTES and host-set values the policy decides on.
+	for _, mutate := range []func(*tdxtest.Body){
+		func(b *tdxtest.Body) { b.TDAttributes[0] |= 0x10 },  // TUD group, not DEBUG
+		func(b *tdxtest.Body) { b.TDAttributes[3] |= 0x20 },  // MIGRATABLE
+		func(b *tdxtest.Body) { b.TDAttributes[2] |= 0x01 },  // reserved
+		func(b *tdxtest.Body) { b.MRConfigID[0] = 1 },        // host-set, not pinned
+		func(b *tdxtest.Body) { b.XFAM = make([]byte, 8) },   // x87/SSE missing
+		func(b *tdxtest.Body) { b.SEAMAttributes[0] = 0x80 }, // debug module
+	} {
+		b := fx.body
+		mutate(&b)
+		seeds = append(seeds, fx.issue(f, fx.chain, b, fx.userData).GetTdxQuote())
+	}
 	for _, off := range []int{0x27c + 0x80 + 2, 0x27c + 0x80 + 6 + 0x180 + 0x40, len(valid) - 100} {
 		b := slices.Clone(valid)
 		b[off] ^= 0xff

@@ -37,6 +37,10 @@ func FuzzValidate(f *testing.F) {
 		func(a *attestpb.Attestation) { a.Quotes = a.Quotes[:1] },
 		func(a *attestpb.Attestation) { a.AkPub = append(a.AkPub, 0) },
 		func(a *attestpb.Attestation) { a.IntermediateCerts = [][]byte{a.AkCert} },
+		// The strict event-log replay and the AK certificate's policies.
+		func(a *attestpb.Attestation) { a.EventLog = nil },
+		func(a *attestpb.Attestation) { a.EventLog = a.EventLog[:32+(int(a.EventLog[28])|int(a.EventLog[29])<<8)] },
+		func(a *attestpb.Attestation) { a.AkCert = ca.Certify(f, tpmtest.AKPublicKey(f, sim)) },
 	} {
 		seeds = append(seeds, mutateAttestation(f, good, mutate).GetTpm())
 	}
