@@ -3,8 +3,12 @@
 // their section; the join service reloads the document when it changes.
 //
 // Parsing is strict and in two stages: the document is decoded into structs
-// that mirror the file (unknown fields are errors), then turned into typed
-// values, and every problem is reported with its path, e.g.
+// that mirror the file by internal/strictyaml (field names exact and
+// case-sensitive, unknown fields, duplicate keys, keys that collide once
+// converted to JSON such as 4 and "4", anchors and aliases all refused),
+// then turned into typed values (register indexes must be canonical
+// decimal: not "04", not 0x4), and every problem is reported with its path,
+// e.g.
 //
 //	policy: tdx.rtmrs[2].value: want 96 hex characters, got 95
 //
