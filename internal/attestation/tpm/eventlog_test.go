@@ -195,3 +195,22 @@ func TestReplayStartupLocality(t *testing.T) {
 		t.Errorf("pcr[17] reset value = %x, want all ones", pcrs[17])
 	}
 }
+
+// TestHandMadeEventLogReplays: tpmtest.EventLog, extended into the
+// simulator, is accepted, and the same log without its last event is not.
+func TestHandMadeEventLogReplays(t *testing.T) {
+	log := tpmtest.EventLog(tpmtest.Event{PCR: 4, Data: []byte("a kernel")}, tpmtest.Event{PCR: 9, Data: []byte("an initrd")})
+	sim := newSimulator(t, log)
+	pcrs := tpmtest.PCRs(t, sim)
+	ca := tpmtest.NewFakePlatformCA(t, "fake platform CA")
+	iss := newAKCertIssuer(t, sim, ca, log)
+	v := newValidator(t, &policy.TPM{PCRs: map[int]policy.Value{4: enforce(pcrs[4])}}, ValidatorOptions{AKRoots: ca.Pool()})
+	userData := userDataFor("hand-made")
+	ev := mustIssue(t, iss, userData)
+	if _, err := v.Validate(context.Background(), ev, userData); err != nil {
+		t.Fatalf("hand-made log refused: %v", err)
+	}
+	short := tpmtest.EventLog(tpmtest.Event{PCR: 4, Data: []byte("a kernel")})
+	claims, err := v.Validate(context.Background(), mutateAttestation(t, ev, func(a *attestpb.Attestation) { a.EventLog = short }), userData)
+	assertCheck(t, claims, err, "eventlog")
+}
