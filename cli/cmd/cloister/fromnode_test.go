@@ -2,17 +2,14 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-tpm/legacy/tpm2"
-	"github.com/google/go-tpm/tpmutil"
-
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
+	"github.com/cloister-dev/cloister/internal/attestation/tpm/tpmtest"
 )
 
 // TestPolicyFromNode reads a bootstrap policy from a REAL simulator node
@@ -20,11 +17,7 @@ import (
 // node's values under a loud label, and that the node then verifies
 // against it, with a warning.
 func TestPolicyFromNode(t *testing.T) {
-	node := startTPMNode(t, nodeServices{})
-	digest := sha256.Sum256([]byte("a kernel"))
-	if err := tpm2.PCRExtend(node.sim, tpmutil.Handle(4), tpm2.AlgSHA256, digest[:], ""); err != nil {
-		t.Fatal(err)
-	}
+	node := startTPMNode(t, nodeServices{eventLog: tpmtest.EventLog(tpmtest.Event{PCR: 4, Data: []byte("a kernel")})})
 	pcrs := node.pcrs(t)
 	out := filepath.Join(t.TempDir(), "bootstrap.yaml")
 

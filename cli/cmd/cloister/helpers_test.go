@@ -93,13 +93,19 @@ type nodeServices struct {
 	requireAttestedClient bool
 	// noStatus leaves status.v1 off the attested port.
 	noStatus bool
+	// eventLog (tpm nodes) is measured into the TPM before the issuer starts
+	// and sent with every quote, as a boot would have done.
+	eventLog []byte
 }
 
 func startTPMNode(tb testing.TB, svc nodeServices) *testNode {
 	tb.Helper()
 	sim := tpmtest.Simulator(tb)
+	if len(svc.eventLog) > 0 {
+		tpmtest.ExtendEventLog(tb, sim, svc.eventLog)
+	}
 	ca := tpmtest.NewFakePlatformCA(tb, "fake platform CA")
-	iss, err := tpm.NewIssuer(sim, tpm.IssuerOptions{AKCertificate: ca.CertifyAK(tb, sim)})
+	iss, err := tpm.NewIssuer(sim, tpm.IssuerOptions{AKCertificate: ca.CertifyAK(tb, sim), EventLog: svc.eventLog})
 	if err != nil {
 		tb.Fatalf("tpm.NewIssuer: %v", err)
 	}
