@@ -22,7 +22,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -35,11 +34,13 @@ import (
 	"github.com/cloister-dev/cloister/internal/attestation/snp"
 	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/keys/kubesecret"
+	"github.com/cloister-dev/cloister/internal/ratelimit"
 	"github.com/cloister-dev/cloister/internal/sdnotify"
+	"github.com/cloister-dev/cloister/internal/status"
 	"github.com/cloister-dev/cloister/joinservice/internal/config"
 	"github.com/cloister-dev/cloister/joinservice/internal/kube"
 	"github.com/cloister-dev/cloister/joinservice/internal/metrics"
-	"github.com/cloister-dev/cloister/internal/ratelimit"
+	"github.com/cloister-dev/cloister/joinservice/internal/readiness"
 	"github.com/cloister-dev/cloister/joinservice/internal/server"
 	"github.com/cloister-dev/cloister/joinservice/internal/verifier"
 	"github.com/cloister-dev/cloister/joinservice/rbac"
@@ -56,7 +57,8 @@ flags only choose the file and how this service attests itself.
 
 Config file fields and defaults:
   listen: ":9000"                  attested gRPC (join.v1.JoinService, gRPC health)
-  metricsListen: ":9091"           plain HTTP: /metrics (Prometheus), /healthz
+  metricsListen: ":9091"           plain HTTP: /metrics (Prometheus), /healthz (live), /readyz (ready)
+  statusListen: ":9092"            plain gRPC: status.v1, grpc.health.v1, reflection (grpc-health-probe)
   policy: /etc/cloister/policy.yaml      reference values, reread every policyReloadInterval
   policyReloadInterval: 10s        a bad new policy is refused and the old one stays
   clusterSecrets: /var/lib/cloister/cluster-secrets.json   must be mode 0600
@@ -190,6 +192,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	// Readiness: the policy, the secrets and the Kubernetes API, checked in
+	// one loop (bounded, never per probe) that sets the health of
+	// cloister.join.v1.JoinService and "" on both gRPC ports, /readyz and
+	// status.v1.
+	notify := sdnotify.FromEnv()
+	tracker := status.New("joinservice", status.Options{OnChange: func(line string) {
+		logNotifyError(log, notify.Status("%s", line))
+	}})
+	plain := status.NewPlainServer(tracker)
+	monitor, err := readiness.New(readiness.JoinService(ver, secrets, cluster), readiness.Options{OnChange: readiness.Publish(plain, tracker)})
+	if err != nil {
+		return fmt.Errorf("building the readiness monitor: %w", err)
+	}
+	monitor.Round(ctx)
+
 	srv := server.New(secrets, cluster, ver, m, log, server.Options{
 		CertificateKey:            certificateKey,
 		APIServerEndpoint:         endpoint,
@@ -202,8 +219,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	callLimiter := ratelimit.New(ratelimit.Options{PerSecond: cfg.RateLimit.CallsPerSecond, Burst: cfg.RateLimit.CallBurst})
 	grpcServer := grpc.NewServer(server.ServerOptions(creds, callLimiter, cfg.RequestTimeout.Duration, m)...)
 	joinv1.RegisterJoinServiceServer(grpcServer, srv)
-	healthServer := health.NewServer()
-	healthpb.RegisterHealthServer(grpcServer, healthServer)
+	healthpb.RegisterHealthServer(grpcServer, plain.Health())
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -216,16 +232,31 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
+	// /healthz is liveness: the process serves. /readyz is readiness: the
+	// monitor's last answer, never a new call to the Kubernetes API.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := monitor.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
 	httpServer := &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	metricsLis, err := net.Listen("tcp", cfg.MetricsListen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.MetricsListen, err)
 	}
 
-	notify := sdnotify.FromEnv()
+	statusLis, err := net.Listen("tcp", cfg.StatusListen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.StatusListen, err)
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return grpcServer.Serve(limited) })
+	g.Go(func() error { return plain.Serve(statusLis) })
+	g.Go(func() error { monitor.Run(ctx); return nil })
 	g.Go(func() error {
 		if err := httpServer.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -246,19 +277,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		<-ctx.Done()
 		log.Info("shutting down")
 		logNotifyError(log, notify.Stopping())
-		healthServer.Shutdown()
+		plain.Stop()
 		grpcServer.GracefulStop()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return httpServer.Shutdown(shutdownCtx)
 	})
-	log.Info("serving", "listen", lis.Addr().String(), "metrics", metricsLis.Addr().String(), "attest", f.attestAs, "api_server", endpoint)
+	log.Info("serving", "listen", lis.Addr().String(), "metrics", metricsLis.Addr().String(), "status", statusLis.Addr().String(),
+		"attest", f.attestAs, "api_server", endpoint, "policy", ver.PolicyName(), "ready", errText(monitor.Ready()))
 	logNotifyError(log, notify.Ready())
-	logNotifyError(log, notify.Status("serving joins under %s", ver.PolicyName()))
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "yes"
+	}
+	return err.Error()
 }
 
 func logNotifyError(log *slog.Logger, err error) {

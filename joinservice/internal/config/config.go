@@ -21,8 +21,12 @@ import (
 type Config struct {
 	// Listen is the attested gRPC address.
 	Listen string `json:"listen"`
-	// MetricsListen serves /metrics and /healthz (plain HTTP, no secrets).
+	// MetricsListen serves /metrics, /healthz (liveness) and /readyz
+	// (readiness) in plain HTTP, no secrets.
 	MetricsListen string `json:"metricsListen"`
+	// StatusListen is the plain gRPC port for standard tools: status.v1,
+	// grpc.health.v1 and reflection, no secrets.
+	StatusListen string `json:"statusListen"`
 	// Policy is the reference-value document, watched for changes.
 	Policy string `json:"policy"`
 	// PolicyReloadInterval is how often the policy file is reread.
@@ -122,6 +126,7 @@ func Default() Config {
 	return Config{
 		Listen:               ":9000",
 		MetricsListen:        ":9091",
+		StatusListen:         ":9092",
 		Policy:               "/etc/cloister/policy.yaml",
 		PolicyReloadInterval: D(10 * time.Second),
 		KubernetesVersion:    "v1.37.2",
@@ -166,7 +171,7 @@ func (c Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	for field, addr := range map[string]string{"listen": c.Listen, "metricsListen": c.MetricsListen} {
+	for field, addr := range map[string]string{"listen": c.Listen, "metricsListen": c.MetricsListen, "statusListen": c.StatusListen} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(field, "want host:port, got %q", addr)
 		}
