@@ -28,6 +28,12 @@ export CLOISTER_KUBEADM := $(KUBEADM)
 
 export PATH := $(TOOLS):$(PATH)
 
+# grpc-health-probe, the standard gRPC health client, built from the module
+# proxy and cached by version; the health test of the plain status ports
+# (joinservice/jointest) runs it and finds it through this variable.
+HEALTH_PROBE_VERSION := v0.4.40
+export CLOISTER_GRPC_HEALTH_PROBE := $(CLOISTER_CACHE)/tools/grpc-health-probe-$(HEALTH_PROBE_VERSION)/grpc-health-probe
+
 .PHONY: build test deps vet unit fuzz kubeadm k8s proto proto-check lint bench bench-join demo demo-host e2e image clean clean-cache
 
 build: deps
@@ -48,8 +54,11 @@ vet:
 ## unit: every host test: the product module and, from the e2e module, the
 ## host walk-through (e2e/internal/hostdemo, what `make demo-host` prints).
 HOSTPKGS      := ./e2e/internal/hostdemo/
-unit:
+unit: $(CLOISTER_GRPC_HEALTH_PROBE)
 	$(GO) test -count=1 -timeout 20m $(PKGS) $(HOSTPKGS)
+
+$(CLOISTER_GRPC_HEALTH_PROBE):
+	GO=$(GO) ./hack/tools/grpc-health-probe.sh $(HEALTH_PROBE_VERSION) $@
 
 ## fuzz: a short run of every fuzz target (FUZZTIME each).
 fuzz:

@@ -2,28 +2,39 @@
 // attested TLS, the policy verifier, rate limits and metrics — in-process on
 // 127.0.0.1, with a FAKE Kubernetes API (client-go's fake clientset and a fake
 // CSR signer). Tests of the components that talk to a join service (the
-// join service itself, disk-mapper, bootstrapper, the CLI) use it.
+// join service itself, disk-mapper, bootstrapper, the CLI) use it. Like the
+// production service it has a plain status port (status.v1, grpc.health.v1,
+// reflection) whose health follows the same readiness checks, run every
+// ReadinessInterval; SetKubernetesReachable cuts the fake API off.
 package jointest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/cloister-dev/cloister/internal/atls"
 	"github.com/cloister-dev/cloister/internal/attestation"
 	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/ratelimit"
+	"github.com/cloister-dev/cloister/internal/status"
 	"github.com/cloister-dev/cloister/joinservice/internal/kube"
 	"github.com/cloister-dev/cloister/joinservice/internal/kubetest"
 	"github.com/cloister-dev/cloister/joinservice/internal/metrics"
+	"github.com/cloister-dev/cloister/joinservice/internal/readiness"
 	"github.com/cloister-dev/cloister/joinservice/internal/server"
 	"github.com/cloister-dev/cloister/joinservice/internal/verifier"
 	joinv1 "github.com/cloister-dev/cloister/proto/join/v1"
@@ -61,6 +72,13 @@ type Service struct {
 	// PolicyPath is the watched policy file; Reload rereads it.
 	PolicyPath string
 	Verifier   *verifier.Verifier
+	// StatusAddr is the plain status port (status.v1, grpc.health.v1,
+	// reflection) on 127.0.0.1.
+	StatusAddr string
+	// Readiness is the service's readiness monitor.
+	Readiness *readiness.Monitor
+
+	unreachable atomic.Bool
 
 	logs  *syncBuffer
 	now   time.Time
@@ -94,6 +112,12 @@ func Start(tb TB, opts Options) *Service {
 		tb.Fatal(err)
 	}
 	s.Cluster = kubetest.NewCluster(tb, "https://10.0.0.1:6443")
+	s.Cluster.Client.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if s.unreachable.Load() {
+			return true, nil, errors.New("fake Kubernetes API: connection refused (SetKubernetesReachable(false))")
+		}
+		return false, nil, nil
+	})
 	var err error
 	s.Kube, err = kube.New(s.Cluster.Client, kube.Options{Now: s.Now, CSRPollInterval: time.Millisecond})
 	if err != nil {
@@ -121,10 +145,39 @@ func Start(tb TB, opts Options) *Service {
 		AllowControlPlaneJoins:    opts.AllowControlPlaneJoins,
 		AllowVariantsWithoutLatch: opts.AllowVariantsWithoutLatch,
 	}
-	srv := server.New(keys.FileProvider{Path: secretsPath}, s.Kube, s.Verifier, s.Metrics, log, so)
+	secrets := keys.FileProvider{Path: secretsPath}
+	srv := server.New(secrets, s.Kube, s.Verifier, s.Metrics, log, so)
+
+	// The plain status port and readiness, assembled as in the production
+	// main.
+	tracker := status.New("joinservice", status.Options{})
+	plain := status.NewPlainServer(tracker)
+	s.Readiness, err = readiness.New(readiness.JoinService(s.Verifier, secrets, s.Kube), readiness.Options{
+		Interval: ReadinessInterval, OnChange: readiness.Publish(plain, tracker)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.Readiness.Round(ctx)
+	statusLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	s.StatusAddr = statusLis.Addr().String()
+	var bg sync.WaitGroup
+	bg.Add(2)
+	go func() { defer bg.Done(); s.Readiness.Run(ctx) }()
+	go func() { defer bg.Done(); _ = plain.Serve(statusLis) }()
+	tb.Cleanup(func() {
+		cancel()
+		plain.Stop()
+		bg.Wait()
+	})
 	s.serve = func(lis net.Listener) {
 		g := grpc.NewServer(server.ServerOptions(creds, ratelimit.New(ratelimit.Options{PerSecond: rate, Burst: int(rate)}), 20*time.Second, s.Metrics)...)
 		joinv1.RegisterJoinServiceServer(g, srv)
+		healthpb.RegisterHealthServer(g, plain.Health())
 		done := make(chan struct{})
 		go func() { defer close(done); _ = g.Serve(lis) }()
 		s.mu.Lock()
@@ -140,6 +193,14 @@ func Start(tb TB, opts Options) *Service {
 	tb.Cleanup(s.Stop)
 	return s
 }
+
+// ReadinessInterval is how often a test join service checks its readiness
+// (production: every 10 s).
+const ReadinessInterval = 100 * time.Millisecond
+
+// SetKubernetesReachable makes every call to the fake Kubernetes API fail
+// (false), as an API server that went away would, or answer again (true).
+func (s *Service) SetKubernetesReachable(reachable bool) { s.unreachable.Store(!reachable) }
 
 // Stop stops serving (idempotent); Start serves again on the same address.
 func (s *Service) Stop() {
