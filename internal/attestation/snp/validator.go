@@ -31,6 +31,7 @@ const (
 	checkChipID      = "chip-id"
 	checkBinding     = "binding"
 	checkDebug       = "debug"
+	checkMigrateMA   = "migrate-ma"
 	checkVMPL        = "vmpl"
 	checkMeasurement = "measurement"
 	checkTCB         = "tcb"
@@ -145,7 +146,8 @@ func (v *Validator) Variant() attestation.Variant { return attestation.VariantSN
 //     VCEK signed the report; "chip-id": the report's CHIP_ID, unless masked,
 //     is the VCEK's;
 //  5. "binding": REPORT_DATA is userData followed by zeros, all 64 bytes;
-//  6. "debug": the guest policy forbids debugging;
+//  6. "debug": the guest policy forbids debugging; "migrate-ma": it
+//     forbids a migration agent;
 //  7. "vmpl": the report was requested at VMPL 0;
 //  8. "measurement": the launch measurement matches the policy (in warn
 //     mode a mismatch becomes a warning in the claims);
@@ -209,6 +211,12 @@ func (v *Validator) Validate(ctx context.Context, ev *attestationv1.Evidence, us
 	}
 	if guestPolicy.Debug {
 		return nil, reject(checkDebug, "debug=false", "debug=true", nil)
+	}
+	// MIGRATE_MA lets a migration agent, chosen at launch by the host, move
+	// the guest and its memory elsewhere: the SNP sibling of TDX's
+	// MIGRATABLE, refused likewise (no policy allows it yet).
+	if guestPolicy.MigrateMA {
+		return nil, reject(checkMigrateMA, "migrate_ma=false", "migrate_ma=true", nil)
 	}
 	if report.GetVmpl() != 0 {
 		return nil, reject(checkVMPL, "0", fmt.Sprint(report.GetVmpl()), nil)

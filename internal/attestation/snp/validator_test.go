@@ -211,6 +211,13 @@ func TestValidateRejectsAttacks(t *testing.T) {
 			wantCheck: checkTCB,
 		},
 		{
+			name: "guest policy allows a migration agent",
+			ev: amd.issue(t, testUserData, func(r *spb.Report) {
+				r.Policy = abi.SnpPolicyToBytes(abi.SnpPolicy{ABIMajor: 1, SMT: true, MigrateMA: true})
+			}),
+			wantCheck: checkMigrateMA,
+		},
+		{
 			name: "guest policy allows debugging",
 			ev: amd.issue(t, testUserData, func(r *spb.Report) {
 				r.Policy = abi.SnpPolicyToBytes(abi.SnpPolicy{ABIMajor: 1, SMT: true, Debug: true})
