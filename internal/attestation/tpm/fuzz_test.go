@@ -39,7 +39,9 @@ func FuzzValidate(f *testing.F) {
 		func(a *attestpb.Attestation) { a.IntermediateCerts = [][]byte{a.AkCert} },
 		// The strict event-log replay and the AK certificate's policies.
 		func(a *attestpb.Attestation) { a.EventLog = nil },
-		func(a *attestpb.Attestation) { a.EventLog = a.EventLog[:32+(int(a.EventLog[28])|int(a.EventLog[29])<<8)] },
+		func(a *attestpb.Attestation) {
+			a.EventLog = a.EventLog[:32+(int(a.EventLog[28])|int(a.EventLog[29])<<8)]
+		},
 		func(a *attestpb.Attestation) { a.AkCert = ca.Certify(f, tpmtest.AKPublicKey(f, sim)) },
 	} {
 		seeds = append(seeds, mutateAttestation(f, good, mutate).GetTpm())
