@@ -17,7 +17,7 @@ func TestHelpDocumentsEveryConfigField(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}
-	for _, want := range []string{"listen:", "metricsListen:", "policy:", "clusterSecrets:", "bootstrapTokenTTL:", "rateLimit:", "trust:", "allowControlPlaneJoins:", "-allow-insecure-dev", "-attest", "-config"} {
+	for _, want := range []string{"listen:", "metricsListen:", "statusListen:", "policy:", "clusterSecrets:", "bootstrapTokenTTL:", "rateLimit:", "trust:", "allowControlPlaneJoins:", "-allow-insecure-dev", "-attest", "-config"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %s", want)
 		}
