@@ -45,6 +45,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"case variant nested", "section: {minimumTCB: 3, minimumtcb: 0}", `section: unknown field "minimumtcb"`},
 		{"case variant in a map value", `pcrs: {"4": {Insecure: true}}`, `pcrs[4]: unknown field "Insecure"`},
 		{"case variant in a list element", `list: [{MinimumTCB: 0}]`, `list[0]: unknown field "MinimumTCB"`},
+		{"unicode case folding (long s) that encoding/json matches", "section: {in\u017fecure: true}", "section: unknown field \"in\u017fecure\""},
 		{"unknown field", "versoin: 1", `unknown field "versoin"`},
 		{"duplicate YAML key", "version: 1\nversion: 2", `duplicate key "version"`},
 		{"duplicate JSON key", `{"version": 1, "version": 2}`, `duplicate key "version"`},
