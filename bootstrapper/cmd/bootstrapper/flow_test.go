@@ -167,6 +167,7 @@ func (n *diskNode) runFunc(l *latch.TPM, js provision.Starter, log *slog.Logger)
 			AdminKubeconfig:       filepath.Join(n.etcDir, "admin.conf"),
 			KubeletKubeconfig:     filepath.Join(n.etcDir, "kubelet.conf"),
 			JoinService:           js,
+			JoinServiceIdentity:   fakeJoinServiceIdentity{},
 			Progress:              progress,
 		})
 		if err != nil {
@@ -394,3 +395,9 @@ func TestInitThenJoinOverLoopback(t *testing.T) {
 		t.Fatalf("kubeadm config validate (init): %v\n%s", err, a.kubeadm.configs["init"])
 	}
 }
+
+// fakeJoinServiceIdentity is a FAKE: the join service's RBAC and kubeconfig
+// need a real API server, which these host tests do not have.
+type fakeJoinServiceIdentity struct{}
+
+func (fakeJoinServiceIdentity) Ensure(context.Context, string) error { return nil }

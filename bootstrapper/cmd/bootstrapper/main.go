@@ -240,9 +240,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		KubeletKubeconfig:     f.kubeletKubeconfig,
 		ExpectedLatch:         expected,
 		JoinService:           systemd{unit: "joinservice.service"},
-		Images:                systemd{unit: "cloister-images.service"},
-		ResetOnFailure:        f.resetOnFailure,
-		Rebooter:              systemd{},
+		JoinServiceIdentity: kubeadm.JoinServiceIdentity{
+			Runner:          kubeadm.Runner{Path: f.kubeadmPath, Output: kubeadmLog},
+			AdminKubeconfig: f.adminKubeconfig,
+		},
+		Images:         systemd{unit: "cloister-images.service"},
+		ResetOnFailure: f.resetOnFailure,
+		Rebooter:       systemd{},
 	}
 	runProvision := func(ctx context.Context, progress func(string)) (*provision.Result, error) {
 		o := provOpts

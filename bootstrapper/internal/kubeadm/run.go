@@ -45,6 +45,12 @@ func (r Runner) Validate(ctx context.Context, configPath string) error {
 }
 
 func (r Runner) run(ctx context.Context, args ...string) error {
+	return r.runTo(ctx, nil, args...)
+}
+
+// runTo runs kubeadm with args; if stdout is not nil, kubeadm's stdout goes
+// only there (it carries a secret) and its stderr to Output.
+func (r Runner) runTo(ctx context.Context, stdout io.Writer, args ...string) error {
 	path := r.Path
 	if path == "" {
 		path = DefaultPath
@@ -57,6 +63,9 @@ func (r Runner) run(ctx context.Context, args ...string) error {
 	tail := &tailBuffer{}
 	cmd.Stdout = io.MultiWriter(out, tail)
 	cmd.Stderr = cmd.Stdout
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
 	err := cmd.Run()
 	// kubeadm's output is the record of what it did to the node: on disk
 	// before anyone acts on the result (a power cut right after must not

@@ -91,6 +91,25 @@ type fakeStarter struct{ starts int }
 
 func (s *fakeStarter) Start(context.Context) error { s.starts++; return nil }
 
+// fakeIdentity is a FAKE join service identity maker (kubeadm kubeconfig
+// user and RBAC through admin.conf in production): it records the user
+// configuration it was given.
+type fakeIdentity struct {
+	fail    error
+	calls   int
+	userCfg []byte
+}
+
+func (f *fakeIdentity) Ensure(_ context.Context, userConfigPath string) error {
+	f.calls++
+	b, err := os.ReadFile(userConfigPath)
+	f.userCfg = b
+	if err != nil {
+		return err
+	}
+	return f.fail
+}
+
 // fakeRebooter is a FAKE reboot.
 type fakeRebooter struct{ reboots int }
 
@@ -222,6 +241,9 @@ func (n *testNode) run(t *testing.T, path nodestate.Path, fault func(string) err
 	opts.KubeletPKIDir = filepath.Join(n.stateDir, "pki")
 	opts.AdminKubeconfig = n.kubeadm.adminConf
 	opts.KubeletKubeconfig = n.kubeadm.kubeletConf
+	if opts.JoinServiceIdentity == nil {
+		opts.JoinServiceIdentity = &fakeIdentity{}
+	}
 	if opts.JoinService == nil {
 		opts.JoinService = n.starter
 	}

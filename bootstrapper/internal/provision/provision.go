@@ -44,6 +44,9 @@ const (
 	// Kubeadm configuration files, relative to the state directory.
 	JoinConfigFile = "kubeadm/join-config.yaml"
 	InitConfigFile = "kubeadm/init-config.yaml"
+	// JoinServiceUserConfigFile is the ClusterConfiguration for `kubeadm
+	// kubeconfig user`, which makes the join service's client certificate.
+	JoinServiceUserConfigFile = "kubeadm/joinservice-user-config.yaml"
 	// CertificateKeyFile holds the hex kubeadm certificate key of the
 	// uploaded control-plane certificates (0600), for the join service's
 	// control-plane tickets.
@@ -91,6 +94,15 @@ type Starter interface {
 	Start(ctx context.Context) error
 }
 
+// JoinServiceIdentity gives the join service its own least-privilege
+// Kubernetes identity after kubeadm init (RBAC objects and a kubeconfig);
+// *kubeadm.JoinServiceIdentity implements it. Ensure must be idempotent.
+type JoinServiceIdentity interface {
+	Ensure(ctx context.Context, userConfigPath string) error
+}
+
+var _ JoinServiceIdentity = kubeadm.JoinServiceIdentity{}
+
 // Rebooter reboots the machine.
 type Rebooter interface {
 	Reboot(ctx context.Context) error
@@ -129,6 +141,10 @@ type Options struct {
 	// JoinService starts the join service after kubeadm init. Required for
 	// the init path.
 	JoinService Starter
+	// JoinServiceIdentity makes the join service's identity after kubeadm
+	// init, before JoinService starts it. Required for the init path: the
+	// join service never runs with admin.conf.
+	JoinServiceIdentity JoinServiceIdentity
 	// Images makes the container images kubeadm needs available before it
 	// runs (the image's cloister-images.service imports them at boot, in
 	// parallel with the wait for init or join). Nil: nothing to wait for.
@@ -292,6 +308,13 @@ func (p *Provisioner) Run(ctx context.Context) (*Result, error) {
 		p.log.Info("kubeadm finished before a restart", "result", pl.done)
 	}
 	if pl.path == nodestate.PathInit {
+		p.opts.Progress("giving the join service its own Kubernetes identity")
+		userCfg := filepath.Join(p.store.Dir(), JoinServiceUserConfigFile)
+		if err := p.step(ctx, "join-service-identity", func(ctx context.Context) error {
+			return p.opts.JoinServiceIdentity.Ensure(ctx, userCfg)
+		}); err != nil {
+			return nil, err
+		}
 		p.opts.Progress("starting the join service")
 		if err := p.step(ctx, "join-service", p.opts.JoinService.Start); err != nil {
 			return nil, err
@@ -430,8 +453,8 @@ func (p *Provisioner) plan(path nodestate.Path) (*plan, error) {
 			zero:       t.Zero,
 		}, nil
 	case nodestate.PathInit:
-		if p.opts.JoinService == nil {
-			return nil, errors.New("the init path needs Options.JoinService")
+		if p.opts.JoinService == nil || p.opts.JoinServiceIdentity == nil {
+			return nil, errors.New("the init path needs Options.JoinService and Options.JoinServiceIdentity")
 		}
 		in, err := loadInit(dir)
 		if err != nil {
@@ -506,6 +529,13 @@ func (p *Provisioner) writeInitFiles(cfgPath string, in *InitInputs) error {
 	}
 	if err := writeSecret(cfgPath, cfg); err != nil {
 		return fmt.Errorf("writing the kubeadm init configuration: %w", err)
+	}
+	userCfg, err := kubeadm.JoinServiceUserConfiguration(in.Kubeadm, "")
+	if err != nil {
+		return err
+	}
+	if err := writeSecret(filepath.Join(p.store.Dir(), JoinServiceUserConfigFile), userCfg); err != nil {
+		return fmt.Errorf("writing the join service's kubeadm user configuration: %w", err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cloister-dev/cloister/bootstrapper/internal/nodestate"
 	"github.com/cloister-dev/cloister/internal/keys"
@@ -252,4 +253,40 @@ func newProvisioner(t *testing.T, n *testNode, store *nodestate.Store, disk keys
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestInitGivesTheJoinServiceItsIdentityFirst checks that init makes the join
+// service's identity (with a ClusterConfiguration that has no
+// controlPlaneEndpoint, so the kubeconfig names this node's API server)
+// before it starts the join service, and that a node whose identity cannot
+// be made fails instead of starting the service some other way.
+func TestInitGivesTheJoinServiceItsIdentityFirst(t *testing.T) {
+	// Subtests: one node (one TPM simulator) at a time.
+	t.Run("identity before the join service starts", func(t *testing.T) {
+		n := newTestNode(t)
+		id := &fakeIdentity{}
+		if _, _, err := n.run(t, nodestate.PathInit, nil, Options{JoinServiceIdentity: id}); err != nil {
+			t.Fatal(err)
+		}
+		if id.calls != 1 || n.starter.starts != 1 {
+			t.Fatalf("identity made %d times, join service started %d times; want 1 and 1", id.calls, n.starter.starts)
+		}
+		if cfg := string(id.userCfg); !strings.Contains(cfg, "kind: ClusterConfiguration") || strings.Contains(cfg, "controlPlaneEndpoint") {
+			t.Fatalf("user configuration:\n%s", cfg)
+		}
+	})
+	t.Run("no identity, no join service", func(t *testing.T) {
+		n := newTestNode(t)
+		failing := &fakeIdentity{fail: errors.New("fake: API server unreachable")}
+		_, _, err := n.run(t, nodestate.PathInit, nil, Options{JoinServiceIdentity: failing, MaxAttempts: 2, RetryWait: time.Millisecond})
+		if !errors.Is(err, ErrFailed) {
+			t.Fatalf("run with a failing identity: %v, want ErrFailed", err)
+		}
+		if st := n.state(t); st.FailedIn != "join-service-identity" && !strings.Contains(st.Reason, "join-service-identity") {
+			t.Errorf("failed state %+v, want it to name join-service-identity", st)
+		}
+		if failing.calls != 2 || n.starter.starts != 0 {
+			t.Errorf("identity tried %d times, join service started %d times; want 2 and 0", failing.calls, n.starter.starts)
+		}
+	})
 }
