@@ -25,6 +25,13 @@
 // Only then is the tree turned into JSON, with each key written exactly as
 // checked, and decoded with unknown fields disallowed.
 //
+// DecodeJSON is the same for formats that are JSON only (the daemons' state
+// and handoff files, the cluster secrets file): it first requires one valid
+// JSON object, so YAML syntax cannot sneak into them.
+//
+// Structural refusals are *FieldError values naming the path; their
+// messages quote keys, never values, so a parser of secrets can show them.
+//
 // Canonical forms of map keys (say, "4" and not "04" or "0x4" for a PCR
 // index) are the caller's second stage: Decode passes map keys through
 // verbatim, so a non-canonical spelling reaches the caller and can be
@@ -61,7 +68,7 @@ func Decode(doc []byte, v any) error {
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return errors.New("more than one YAML document")
+		return &FieldError{Path: where(""), Msg: "more than one YAML document"}
 	}
 	w := &walker{}
 	tree, err := w.convert(&root, rv.Type().Elem(), "")
@@ -80,6 +87,42 @@ func Decode(doc []byte, v any) error {
 	return nil
 }
 
+// DecodeJSON is Decode for formats that are JSON only: the state and
+// handoff files the daemons write, the cluster secrets file. doc must be one
+// syntactically valid JSON object (checked by encoding/json before the YAML
+// parser sees it, so YAML-only syntax such as comments, tags, unquoted
+// strings or block style is refused); then it is decoded by Decode, with the
+// same refusals. YAML's parser is used for JSON on purpose: it keeps every
+// key of an object in order, where encoding/json would fold case variants
+// and duplicates into one field before anyone could see them.
+func DecodeJSON(doc []byte, v any) error {
+	if !json.Valid(doc) {
+		// json.Valid's reason would quote the input; the input may be secret.
+		return errors.New("not valid JSON")
+	}
+	if trimmed := bytes.TrimLeft(doc, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '{' {
+		return &FieldError{Path: where(""), Msg: "want a JSON object"}
+	}
+	return Decode(doc, v)
+}
+
+// FieldError is a refusal of the document's structure: an unknown or
+// case-variant field, a duplicate key, an anchor, alias, merge key or second
+// document, a value of the wrong kind (a list for a struct). Path names the
+// offending place ("section.minimumTCB", "pcrs[4]", "(document)"). Its
+// message quotes keys and line numbers, never a value, so a caller that
+// parses secrets may show it where it must hide every other decoding error.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+func fieldErr(path, format string, args ...any) error {
+	return &FieldError{Path: where(path), Msg: fmt.Sprintf(format, args...)}
+}
+
 // walker carries no state; it groups the conversion methods.
 type walker struct{}
 
@@ -87,7 +130,7 @@ type walker struct{}
 // json.Marshal turns into the JSON equivalent of node.
 func (w *walker) convert(n *yaml.Node, t reflect.Type, path string) (any, error) {
 	if n.Anchor != "" {
-		return nil, fmt.Errorf("%s: YAML anchors are not allowed", where(path))
+		return nil, fieldErr(path, "YAML anchors are not allowed")
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -99,7 +142,7 @@ func (w *walker) convert(n *yaml.Node, t reflect.Type, path string) (any, error)
 		}
 		return w.convert(n.Content[0], t, path)
 	case yaml.AliasNode:
-		return nil, fmt.Errorf("%s: YAML aliases are not allowed", where(path))
+		return nil, fieldErr(path, "YAML aliases are not allowed")
 	case yaml.MappingNode:
 		return w.mapping(n, t, path)
 	case yaml.SequenceNode:
@@ -110,7 +153,7 @@ func (w *walker) convert(n *yaml.Node, t reflect.Type, path string) (any, error)
 		case reflect.Interface:
 			elem = t
 		default:
-			return nil, fmt.Errorf("%s: want %s, got a list", where(path), t)
+			return nil, fieldErr(path, "want %s, got a list", t)
 		}
 		out := make([]any, 0, len(n.Content))
 		for i, c := range n.Content {
@@ -124,11 +167,12 @@ func (w *walker) convert(n *yaml.Node, t reflect.Type, path string) (any, error)
 	case yaml.ScalarNode:
 		var v any
 		if err := n.Decode(&v); err != nil {
+			// Not a FieldError: the message may quote the value.
 			return nil, fmt.Errorf("%s: %w", where(path), err)
 		}
 		return v, nil
 	default:
-		return nil, fmt.Errorf("%s: unexpected YAML node kind %v", where(path), n.Kind)
+		return nil, fieldErr(path, "unexpected YAML node kind %v", n.Kind)
 	}
 }
 
@@ -146,20 +190,20 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) (any, error)
 		fields = jsonFields(t)
 	case reflect.Map:
 		if t.Key().Kind() != reflect.String {
-			return nil, fmt.Errorf("%s: internal error: map key type %s is not a string", where(path), t.Key())
+			return nil, fieldErr(path, "internal error: map key type %s is not a string", t.Key())
 		}
 	case reflect.Interface:
 	default:
-		return nil, fmt.Errorf("%s: want %s, got a mapping", where(path), t)
+		return nil, fieldErr(path, "want %s, got a mapping", t)
 	}
 	out := make(map[string]any, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode || k.Anchor != "" {
-			return nil, fmt.Errorf("%s: keys must be plain scalars", where(path))
+			return nil, fieldErr(path, "keys must be plain scalars")
 		}
 		if k.Tag == "!!merge" {
-			return nil, fmt.Errorf("%s: YAML merge keys (<<) are not allowed", where(path))
+			return nil, fieldErr(path, "YAML merge keys (<<) are not allowed")
 		}
 		key := k.Value
 		sub := key
@@ -170,7 +214,7 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) (any, error)
 			sub = fmt.Sprintf("%s[%s]", path, key)
 		}
 		if _, dup := out[key]; dup {
-			return nil, fmt.Errorf("%s: duplicate key %q (line %d): each key may appear once, in one spelling", where(path), key, k.Line)
+			return nil, fieldErr(path, "duplicate key %q (line %d): each key may appear once, in one spelling", key, k.Line)
 		}
 		var elem reflect.Type
 		switch t.Kind() {
@@ -230,10 +274,10 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 func unknownField(path, key string, fields map[string]reflect.Type) error {
 	for name := range fields {
 		if strings.EqualFold(name, key) {
-			return fmt.Errorf("%s: unknown field %q (field names are case-sensitive: did you mean %q?)", where(path), key, name)
+			return fieldErr(path, "unknown field %q (field names are case-sensitive: did you mean %q?)", key, name)
 		}
 	}
-	return fmt.Errorf("%s: unknown field %q", where(path), key)
+	return fieldErr(path, "unknown field %q", key)
 }
 
 func where(path string) string {

@@ -1,6 +1,7 @@
 package strictyaml
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -133,4 +134,57 @@ func FuzzDecode(f *testing.F) {
 		var d doc
 		_ = Decode(b, &d)
 	})
+}
+
+func TestDecodeJSON(t *testing.T) {
+	var d doc
+	if err := DecodeJSON([]byte(` {"version": 1, "pcrs": {"04": {}, "4": {"insecure": true}}}`+"\n"), &d); err != nil {
+		t.Fatalf("DecodeJSON: %v", err)
+	}
+	if *d.Version != 1 || !d.PCRs["4"].Insecure || len(d.PCRs) != 2 {
+		t.Errorf("decoded %+v", d)
+	}
+	tests := []struct {
+		name, doc, want string
+		wantField       bool
+	}{
+		{"YAML block style", "version: 1", "not valid JSON", false},
+		{"YAML flow with unquoted keys", "{version: 1}", "not valid JSON", false},
+		{"YAML comment", "{\"version\": 1} # one", "not valid JSON", false},
+		{"empty", "", "not valid JSON", false},
+		{"array", `[{"version": 1}]`, "(document): want a JSON object", true},
+		{"case variant", `{"version": 1, "Version": 2}`, `(document): unknown field "Version"`, true},
+		{"duplicate", `{"section": {"insecure": false, "insecure": true}}`, `section: duplicate key "insecure"`, true},
+		{"duplicate map key", `{"pcrs": {"4": {}, "4": {}}}`, `pcrs: duplicate key "4"`, true},
+		{"wrong type is not a field error", `{"version": "SECRET"}`, "version", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var d doc
+			err := DecodeJSON([]byte(tt.doc), &d)
+			if err == nil {
+				t.Fatalf("accepted: %+v", d)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+			var fe *FieldError
+			if got := errors.As(err, &fe); got != tt.wantField {
+				t.Errorf("errors.As(%v, *FieldError) = %v, want %v", err, got, tt.wantField)
+			}
+		})
+	}
+}
+
+func TestFieldErrorQuotesNoValue(t *testing.T) {
+	// A duplicate key is refused before any value is decoded, and the
+	// message names the key only: callers parsing secrets rely on it.
+	err := DecodeJSON([]byte(`{"version": 12345, "version": 67890}`), &doc{})
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Path != "(document)" {
+		t.Fatalf("err = %v, want a FieldError at (document)", err)
+	}
+	if strings.Contains(err.Error(), "12345") || strings.Contains(err.Error(), "67890") {
+		t.Errorf("error %q quotes a value", err)
+	}
 }
