@@ -20,7 +20,10 @@ import (
 	"testing"
 	"time"
 
+	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -28,6 +31,7 @@ import (
 	"github.com/cloister-dev/cloister/e2e/internal/scenario"
 	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/measure"
+	"github.com/cloister-dev/cloister/joinservice/rbac"
 	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
 
@@ -75,7 +79,12 @@ var (
 //     key, bootstrap token, CA pins and a kubelet client certificate through
 //     the attested join, real kubeadm join. From the host, client-go sees
 //     both Nodes Ready, the worker's kubelet certificate is the attested one
-//     (no CSR of the kubelet's own), its bootstrap token is gone;
+//     (no CSR of the kubelet's own), its bootstrap token is gone; the join
+//     service did all of it as its own user (the CSR's requestor is
+//     cloister:joinservice), and that user cannot read a Secret (not even
+//     one the test plants in kube-system), list Secrets or Pods, delete a
+//     Node, bind roles or approve for other signers: the API server answers
+//     Forbidden;
 //  3. tamper: a VM booting a modified initrd is refused; the join service's
 //     audit log and metrics name the PCR, the node's status says why it
 //     waits, no Node appears;
@@ -135,6 +144,7 @@ func TestCluster(t *testing.T) {
 
 	checkKubeletCertFromJoin(t, kube, "worker-1")
 	waitNoCloisterTokens(t, kube, 4*time.Minute)
+	checkJoinServiceIdentity(t, c, kube)
 
 	// 3. Tamper: a node whose initrd differs by a few bytes boots with the
 	// cluster's configuration.
@@ -407,6 +417,135 @@ func csrSubject(t testing.TB, request []byte) string {
 		t.Fatalf("parsing a CSR: %v", err)
 	}
 	return req.Subject.CommonName
+}
+
+// checkJoinServiceIdentity checks, against the real API server, that the
+// join service works as its own least-privilege user: the kubelet CSR it
+// created was requested by rbac.UserName (not kubernetes-admin), what it
+// needs is allowed and what it must not do is Forbidden. The forbidden
+// writes are dry runs: the API server authorizes a dry run like the real
+// request, and a failed check leaves the cluster intact.
+func checkJoinServiceIdentity(t *testing.T, c *scenario.Cluster, admin kubernetes.Interface) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	csrs, err := admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{LabelSelector: "cloister.dev/managed-by=joinservice"})
+	if err != nil {
+		t.Fatalf("listing the join service's CSRs: %v", err)
+	}
+	if len(csrs.Items) == 0 {
+		t.Fatal("no CSR of the join service found")
+	}
+	for _, csr := range csrs.Items {
+		if csr.Spec.Username != rbac.UserName || slices.Contains(csr.Spec.Groups, "system:masters") {
+			t.Errorf("CSR %s requested by %q in %q: want %q, not in system:masters", csr.Name, csr.Spec.Username, csr.Spec.Groups, rbac.UserName)
+		}
+	}
+
+	canary := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "cloister-e2e-canary", Namespace: "kube-system"},
+		StringData: map[string]string{"canary": "the join service must not read this"},
+	}
+	if _, err := admin.CoreV1().Secrets("kube-system").Create(ctx, canary, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("planting a canary Secret: %v", err)
+	}
+	js := c.KubeAs(t, rbac.UserName)
+	dry := []string{metav1.DryRunAll}
+	forbidden := []struct {
+		name string
+		call func() error
+	}{
+		{"get a Secret in kube-system", func() error {
+			_, err := js.CoreV1().Secrets("kube-system").Get(ctx, canary.Name, metav1.GetOptions{})
+			return err
+		}},
+		{"list Secrets in kube-system", func() error {
+			_, err := js.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"list bootstrap tokens by label", func() error {
+			_, err := js.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "cloister.dev/managed-by=joinservice"})
+			return err
+		}},
+		{"get a Secret in default", func() error {
+			_, err := js.CoreV1().Secrets("default").Get(ctx, "any", metav1.GetOptions{})
+			return err
+		}},
+		{"delete a Node", func() error {
+			return js.CoreV1().Nodes().Delete(ctx, "worker-1", metav1.DeleteOptions{DryRun: dry})
+		}},
+		{"list Nodes", func() error {
+			_, err := js.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"list Pods in kube-system", func() error {
+			_, err := js.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"read kubeadm-config", func() error {
+			_, err := js.CoreV1().ConfigMaps("kube-system").Get(ctx, "kubeadm-config", metav1.GetOptions{})
+			return err
+		}},
+		{"bind itself to cluster-admin", func() error {
+			_, err := js.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: "cloister-e2e-escalation"},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: rbac.UserName}},
+			}, metav1.CreateOptions{DryRun: dry})
+			return err
+		}},
+	}
+	for _, f := range forbidden {
+		err := f.call()
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("join service identity: %s: want Forbidden, got %v", f.name, err)
+		}
+	}
+	// What it needs works as the same user.
+	if _, err := js.CoreV1().ConfigMaps("kube-public").Get(ctx, "cluster-info", metav1.GetOptions{}); err != nil {
+		t.Errorf("join service identity: get cluster-info: want allowed, got %v", err)
+	}
+	if _, err := js.CoreV1().Nodes().Get(ctx, "worker-1", metav1.GetOptions{}); err != nil {
+		t.Errorf("join service identity: get Node worker-1: want allowed, got %v", err)
+	}
+	// Every rule of the table, and every forbidden action, as the API
+	// server's authorizer answers for that user.
+	ask := func(a rbac.Action) bool {
+		res, sub, _ := strings.Cut(a.Resource, "/")
+		r, err := admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User:   rbac.UserName,
+			Groups: []string{"system:authenticated"},
+			ResourceAttributes: &authzv1.ResourceAttributes{
+				Namespace: a.Namespace, Verb: a.Verb, Group: a.APIGroup, Resource: res, Subresource: sub, Name: a.Name,
+			},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("SubjectAccessReview %+v: %v", a, err)
+		}
+		return r.Status.Allowed
+	}
+	for _, a := range rbac.Forbidden() {
+		if ask(a) {
+			t.Errorf("join service identity: %+v: want denied, got allowed", a)
+		}
+	}
+	for _, r := range rbac.Rules() {
+		names := r.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, v := range r.Verbs {
+			for _, n := range names {
+				if a := (rbac.Action{Namespace: r.Namespace, APIGroup: r.APIGroup, Resource: r.Resource, Verb: v, Name: n}); !ask(a) {
+					t.Errorf("join service identity: %+v: want allowed, got denied", a)
+				}
+			}
+		}
+	}
+	if err := admin.CoreV1().Secrets("kube-system").Delete(ctx, canary.Name, metav1.DeleteOptions{}); err != nil {
+		t.Errorf("removing the canary Secret: %v", err)
+	}
+	t.Logf("the join service works as %s: %d forbidden calls refused, its rules allowed", rbac.UserName, len(forbidden)+len(rbac.Forbidden()))
 }
 
 // waitNoCloisterTokens waits until the join service swept every bootstrap

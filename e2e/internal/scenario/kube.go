@@ -34,6 +34,28 @@ func (c *Cluster) Kube(t harness.TB) kubernetes.Interface {
 	return k
 }
 
+// KubeAs is Kube impersonating user (in no group but
+// system:authenticated, which the API server adds to every authenticated
+// user, as it does for a client certificate without organizations): the
+// API server authorizes each request with user's RBAC, as it would for
+// that user's own certificate.
+func (c *Cluster) KubeAs(t harness.TB, user string) kubernetes.Interface {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.ClusterDir+"/kubeconfig")
+	if err != nil {
+		t.Fatalf("loading the admin kubeconfig: %v", err)
+	}
+	cfg.Host = "https://" + c.ControlPlane.Addr(KubeAPIPort)
+	cfg.TLSClientConfig.ServerName = "kubernetes"
+	cfg.Timeout = 30 * time.Second
+	cfg.Impersonate.UserName = user
+	k, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 // WaitNode polls the Node name until ok holds and returns it.
 func WaitNode(t harness.TB, kube kubernetes.Interface, name string, d time.Duration, ok func(*corev1.Node) bool) *corev1.Node {
 	t.Helper()
