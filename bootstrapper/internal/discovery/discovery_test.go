@@ -181,15 +181,19 @@ func TestFile(t *testing.T) {
 	if c.NodeName != "cp-2" || c.Role != RoleControlPlane || c.Source != path {
 		t.Fatalf("config %+v", c)
 	}
-	for name, doc := range map[string]string{
-		"unknown field": "nodeName: a\nextra: 1\n",
-		"bad role":      "nodeName: a\nrole: boss\n",
-		"bad endpoint":  "nodeName: a\njoinEndpoints: [\"x\"]\n",
+	for name, tt := range map[string]struct{ doc, want string }{
+		"unknown field": {"nodeName: a\nextra: 1\n", `unknown field "extra"`},
+		"bad role":      {"nodeName: a\nrole: boss\n", "role"},
+		"bad endpoint":  {"nodeName: a\njoinEndpoints: [\"x\"]\n", "joinEndpoints"},
+		// sigs.k8s.io/yaml accepted these, the last spelling winning.
+		"case variant of a field":     {"nodeName: a\nRole: control-plane\n", `unknown field "Role" (field names are case-sensitive`},
+		"case variant beside a field": {"nodeName: a\nNodeName: b\n", `unknown field "NodeName"`},
+		"duplicate key":               {`{"nodeName": "a", "nodeName": "b"}`, `duplicate key "nodeName"`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			c, err := ParseFile("f.yaml", []byte(doc))
-			if err == nil || c != nil || !strings.Contains(err.Error(), "f.yaml") {
-				t.Fatalf("ParseFile = %+v, %v; want an error naming the file", c, err)
+			c, err := ParseFile("f.yaml", []byte(tt.doc))
+			if err == nil || c != nil || !strings.Contains(err.Error(), "f.yaml") || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ParseFile = %+v, %v; want an error naming the file and %s", c, err, tt.want)
 			}
 		})
 	}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"sigs.k8s.io/yaml"
+	"github.com/cloister-dev/cloister/internal/strictyaml"
 )
 
 // maxFile bounds the configuration file, checked before parsing.
@@ -46,14 +46,16 @@ func (f File) Discover(_ context.Context) (*Config, error) {
 	return c, nil
 }
 
-// ParseFile decodes a configuration file strictly (unknown fields are
-// errors); name is the file's name in errors.
+// ParseFile decodes a configuration file strictly with internal/strictyaml
+// (unknown fields, case variants of field names and duplicate keys are
+// errors: encoding/json alone would let "Role" or a second "role" override
+// role); name is the file's name in errors.
 func ParseFile(name string, doc []byte) (*Config, error) {
 	if len(doc) > maxFile {
 		return nil, fmt.Errorf("%s: larger than %d bytes", name, maxFile)
 	}
 	var d fileDoc
-	if err := yaml.UnmarshalStrict(doc, &d); err != nil {
+	if err := strictyaml.Decode(doc, &d); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	c := &Config{JoinEndpoints: d.JoinEndpoints, Role: Role(d.Role), NodeName: d.NodeName, Source: name}

@@ -1,5 +1,6 @@
 // Package config reads disk-mapper's node configuration file: strict YAML
-// (unknown fields are errors) naming the join services a rebooted node asks
+// (internal/strictyaml: unknown fields, case variants of field names and
+// duplicate keys are errors) naming the join services a rebooted node asks
 // for its disk key. The image carries the file; cmd/disk-mapper loads it and
 // merges it with the --join-endpoints flag.
 package config
@@ -13,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"sigs.k8s.io/yaml"
+	"github.com/cloister-dev/cloister/internal/strictyaml"
 )
 
 // MaxSize bounds the file, checked before parsing.
@@ -49,7 +50,9 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates a node configuration document.
 func Parse(doc []byte) (*Config, error) {
 	var c Config
-	if err := yaml.UnmarshalStrict(doc, &c); err != nil {
+	// strictyaml, not sigs.k8s.io/yaml: encoding/json underneath would take
+	// "JoinEndpoints" for joinEndpoints and keep the last of two spellings.
+	if err := strictyaml.Decode(doc, &c); err != nil {
 		return nil, err
 	}
 	var errs []error

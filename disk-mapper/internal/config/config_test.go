@@ -19,6 +19,11 @@ func TestParse(t *testing.T) {
 		{name: "ipv6", doc: "joinEndpoints: [\"[fd00::2]:9000\"]", want: []string{"[fd00::2]:9000"}},
 		{name: "empty file", doc: "", want: nil},
 		{name: "unknown field", doc: "joinEndpoint: [\"a:1\"]", wantErr: "joinEndpoint"},
+		// sigs.k8s.io/yaml accepted both, the last spelling winning: a
+		// second list of join services could hide behind a case variant.
+		{name: "case variant of a field", doc: "JoinEndpoints: [\"a:1\"]", wantErr: `unknown field "JoinEndpoints"`},
+		{name: "case variant beside the field", doc: "joinEndpoints: [\"a:1\"]\njoinendpoints: [\"evil:1\"]", wantErr: `unknown field "joinendpoints"`},
+		{name: "duplicate key", doc: `{"joinEndpoints": ["a:1"], "joinEndpoints": ["evil:1"]}`, wantErr: `duplicate key "joinEndpoints"`},
 		{name: "missing port", doc: "joinEndpoints: [\"10.0.0.2\"]", wantErr: "joinEndpoints[0]"},
 		{name: "port out of range", doc: "joinEndpoints: [\"a:1\", \"b:70000\"]", wantErr: "joinEndpoints[1]"},
 		{name: "empty host", doc: "joinEndpoints: [\":9000\"]", wantErr: "joinEndpoints[0]"},

@@ -1,6 +1,9 @@
 // Package config reads the join service's configuration file: strict YAML
-// (unknown fields are errors), defaults for everything that has a sensible
-// one, and every problem reported with its field name.
+// (internal/strictyaml: unknown fields, case variants of field names and
+// duplicate keys are errors, so "AllowControlPlaneJoins: true" or a second
+// "allowControlPlaneJoins" cannot override the first), defaults for
+// everything that has a sensible one, and every problem reported with its
+// field name.
 package config
 
 import (
@@ -12,9 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/cloister-dev/cloister/internal/keys"
+	"github.com/cloister-dev/cloister/internal/strictyaml"
 )
 
 // Config is the validated configuration.
@@ -152,7 +154,7 @@ func Load(path string) (Config, error) {
 		if len(b) > maxFile {
 			return Config{}, fmt.Errorf("config %s: %d bytes, limit %d", path, len(b), maxFile)
 		}
-		if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		if err := strictyaml.Decode(b, &c); err != nil {
 			return Config{}, fmt.Errorf("config %s: %w", path, err)
 		}
 	}

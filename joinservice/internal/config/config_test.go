@@ -46,6 +46,11 @@ func TestLoadDefaultsAndOverrides(t *testing.T) {
 func TestLoadRejects(t *testing.T) {
 	tests := []struct{ name, doc, want string }{
 		{"unknown field", "lisen: :9000", `unknown field "lisen"`},
+		// sigs.k8s.io/yaml accepted the next three, the last spelling
+		// winning: a case variant could lift a limit or turn a switch on.
+		{"case variant of a field", "Listen: :7000", `unknown field "Listen" (field names are case-sensitive: did you mean "listen"?)`},
+		{"case variant beside a nested field", "rateLimit: {callBurst: 20, CallBurst: 100000}", `rateLimit: unknown field "CallBurst"`},
+		{"duplicate key", `{"diskKeyGeneration": 2, "diskKeyGeneration": 1}`, `duplicate key "diskKeyGeneration"`},
 		{"bad duration", "requestTimeout: soon", "requestTimeout"},
 		{"negative duration", "requestTimeout: -1s", "requestTimeout: must be positive"},
 		{"listen without port", "listen: localhost", "listen: want host:port"},
