@@ -212,6 +212,7 @@ func TestJoinServiceIdentityWithRealKubeadm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("kubeadm wrote server %s", server)
 	if strings.Contains(server, "cluster.example") {
 		t.Errorf("server %q is the cluster's controlPlaneEndpoint, want this node's own API server", server)
 	}
