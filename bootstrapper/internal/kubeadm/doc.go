@@ -3,6 +3,13 @@
 // InitConfiguration with ClusterConfiguration) and runs the vanilla kubeadm
 // binary baked into the image, whose path is configurable.
 //
+// One exception, kept here so it stays in one place: after kubeadm init,
+// JoinServiceIdentity applies the join service's RBAC objects (package
+// joinservice/rbac) with client-go and admin.conf, because kubeadm cannot
+// apply arbitrary objects and the join service must not grant itself
+// permissions; kubeadm itself (`kubeadm kubeconfig user`) makes the join
+// service's client certificate.
+//
 // The provisioning steps call it after the node lock, with inputs that were
 // validated before the lock (the join client validates the ticket, the init
 // server the request). The generated documents are checked against a real

@@ -38,7 +38,10 @@ type Config struct {
 	// ClusterSecretsSecret, "namespace/name", reads them from a Kubernetes
 	// Secret instead; it excludes ClusterSecrets.
 	ClusterSecretsSecret string `json:"clusterSecretsSecret"`
-	// Kubeconfig reaches the API server; empty means in-cluster.
+	// Kubeconfig reaches the API server; empty means in-cluster. Its user
+	// must hold exactly the permissions of package joinservice/rbac (the
+	// image: /etc/kubernetes/cloister-joinservice.conf, made at init); the
+	// service refuses to start with more, such as admin.conf.
 	Kubeconfig string `json:"kubeconfig"`
 	// APIServerEndpoint is what joining nodes dial (host:port).
 	APIServerEndpoint string `json:"apiServerEndpoint"`
