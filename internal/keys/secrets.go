@@ -1,7 +1,6 @@
 package keys
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +9,7 @@ import (
 	"os"
 
 	"github.com/cloister-dev/cloister/internal/atomicfile"
+	"github.com/cloister-dev/cloister/internal/strictyaml"
 )
 
 // ClusterSecrets are a cluster's root secrets. The CLI generates them at
@@ -106,11 +106,19 @@ func ParseClusterSecrets(b []byte) (*ClusterSecrets, error) {
 	if len(b) > maxSecretsFile {
 		return nil, fmt.Errorf("keys: cluster secrets: %d bytes, limit %d", len(b), maxSecretsFile)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
+	// strictyaml.DecodeJSON, not encoding/json alone, which would take
+	// "MasterSecret" for masterSecret and keep the last of two spellings:
+	// a file could carry two master secrets and tools reading it
+	// differently would disagree on which one is in force. JSON only: the
+	// file is written by MarshalClusterSecrets, never by hand.
 	var f secretsFile
-	if err := dec.Decode(&f); err != nil {
-		// The decoder error is dropped on purpose: it may quote secret bytes.
+	if err := strictyaml.DecodeJSON(b, &f); err != nil {
+		// Structural refusals name keys, never values; any other decoding
+		// error is dropped on purpose: it may quote secret bytes.
+		var fe *strictyaml.FieldError
+		if errors.As(err, &fe) {
+			return nil, fmt.Errorf("keys: cluster secrets: %w", fe)
+		}
 		return nil, fmt.Errorf("keys: cluster secrets: malformed JSON")
 	}
 	if f.Version != secretsFileVersion {

@@ -62,7 +62,12 @@ func TestFileProviderRefuses(t *testing.T) {
 		{"readable by group", string(good), 0o640, "mode 0640"},
 		{"readable by others", string(good), 0o604, "mode 0604"},
 		{"not json", "master=abc", 0o600, "malformed JSON"},
-		{"unknown field", strings.Replace(string(good), `"version"`, `"extra":1,"version"`, 1), 0o600, "malformed JSON"},
+		{"unknown field", strings.Replace(string(good), `"version"`, `"extra":1,"version"`, 1), 0o600, `(document): unknown field "extra"`},
+		// encoding/json alone took the case variant for masterSecret and
+		// kept the last of the two: the file said two master secrets.
+		{"case variant of a field", strings.Replace(string(good), `"version"`, `"MasterSecret":"`+strings.Repeat("A", 43)+`=","version"`, 1), 0o600, `unknown field "MasterSecret" (field names are case-sensitive: did you mean "masterSecret"?)`},
+		{"duplicate key", strings.Replace(string(good), `"version":1`, `"version":1,"version":1`, 1), 0o600, `(document): duplicate key "version"`},
+		{"YAML, not JSON", "version: 1\n", 0o600, "malformed JSON"},
 		{"wrong version", strings.Replace(string(good), `"version":1`, `"version":2`, 1), 0o600, "version: want 1, got 2"},
 		{"short master secret", `{"version":1,"masterSecret":"AAAA","masterSalt":"","measurementSecret":"","measurementSalt":""}`, 0o600, "masterSecret: want 32 bytes, got 3"},
 		{"oversized", strings.Repeat(" ", maxSecretsFile+1), 0o600, "limit"},

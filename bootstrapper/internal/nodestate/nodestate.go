@@ -1,7 +1,6 @@
 package nodestate
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/cloister-dev/cloister/internal/strictyaml"
 )
 
 // FileName is the state file's name in the state directory.
@@ -223,16 +224,14 @@ func (s *Store) fault(point string) error {
 }
 
 // parse decodes a state file strictly and checks that it describes a state
-// the machine can reach.
+// the machine can reach. strictyaml.DecodeJSON, not encoding/json alone:
+// that would take "Phase" for phase and keep the last of two "phase" keys,
+// so a state file could say two things and one of them would win silently.
+// It also refuses trailing data (one JSON value only).
 func parse(b []byte) (State, error) {
 	var st State
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil {
+	if err := strictyaml.DecodeJSON(b, &st); err != nil {
 		return State{}, fmt.Errorf("decoding: %w", err)
-	}
-	if dec.More() {
-		return State{}, errors.New("decoding: trailing data")
 	}
 	switch {
 	case st.Phase == Failed:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -182,18 +183,22 @@ func TestFaultInjectionPoints(t *testing.T) {
 }
 
 func TestOpenRefusesBadFiles(t *testing.T) {
-	cases := []struct{ name, doc string }{
-		{"not json", "garbage"},
-		{"unknown field", `{"phase":"fresh","history":[],"extra":1}`},
-		{"unknown phase", `{"phase":"flying","history":[]}`},
-		{"locked without path", `{"phase":"locked","history":[]}`},
-		{"unknown path", `{"phase":"keyed","path":"sideways","history":[]}`},
-		{"path before lock", `{"phase":"fresh","path":"join","history":[]}`},
-		{"failed without reason", `{"phase":"failed","failedIn":"keyed","path":"join","history":[]}`},
-		{"failed in joined", `{"phase":"failed","failedIn":"joined","reason":"x","path":"join","history":[]}`},
-		{"reason without failure", `{"phase":"keyed","path":"join","reason":"x","history":[]}`},
-		{"trailing data", `{"phase":"fresh","history":[]} {}`},
-		{"too large", `{"phase":"fresh","history":[],"reason":"` + string(make([]byte, maxFileSize)) + `"}`},
+	cases := []struct{ name, doc, want string }{
+		{"not json", "garbage", "not valid JSON"},
+		// encoding/json alone took these, the last spelling winning.
+		{"case variant of a field", `{"phase":"fresh","history":[],"Phase":"joined"}`, `unknown field "Phase" (field names are case-sensitive: did you mean "phase"?)`},
+		{"duplicate key", `{"phase":"fresh","history":[],"phase":"joined"}`, `(document): duplicate key "phase"`},
+		{"YAML, not JSON", "phase: fresh\nhistory: []\n", "not valid JSON"},
+		{"unknown field", `{"phase":"fresh","history":[],"extra":1}`, `unknown field "extra"`},
+		{"unknown phase", `{"phase":"flying","history":[]}`, "flying"},
+		{"locked without path", `{"phase":"locked","history":[]}`, "path"},
+		{"unknown path", `{"phase":"keyed","path":"sideways","history":[]}`, "sideways"},
+		{"path before lock", `{"phase":"fresh","path":"join","history":[]}`, "path"},
+		{"failed without reason", `{"phase":"failed","failedIn":"keyed","path":"join","history":[]}`, "reason"},
+		{"failed in joined", `{"phase":"failed","failedIn":"joined","reason":"x","path":"join","history":[]}`, "failedIn"},
+		{"reason without failure", `{"phase":"keyed","path":"join","reason":"x","history":[]}`, "reason"},
+		{"trailing data", `{"phase":"fresh","history":[]} {}`, "not valid JSON"},
+		{"too large", `{"phase":"fresh","history":[],"reason":"` + string(make([]byte, maxFileSize)) + `"}`, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,8 +206,12 @@ func TestOpenRefusesBadFiles(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, FileName), []byte(tc.doc), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if s, err := Open(dir, Options{}); err == nil {
+			s, err := Open(dir, Options{})
+			if err == nil {
 				t.Fatalf("Open accepted %s: %+v", tc.name, s.State())
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not name %q", err, tc.want)
 			}
 		})
 	}

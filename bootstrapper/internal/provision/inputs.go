@@ -1,7 +1,6 @@
 package provision
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"github.com/cloister-dev/cloister/bootstrapper/internal/kubeadm"
 	"github.com/cloister-dev/cloister/bootstrapper/internal/nodestate"
 	"github.com/cloister-dev/cloister/internal/keys"
+	"github.com/cloister-dev/cloister/internal/strictyaml"
 )
 
 // File names in the state directory.
@@ -150,10 +150,16 @@ func load(path string, v any) error {
 		return fmt.Errorf("provision: %w", err)
 	}
 	defer keys.Secret(b).Zero()
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("provision: decoding %s: %w", filepath.Base(path), err)
+	// strictyaml.DecodeJSON, not encoding/json alone, which would take
+	// "DiskKey" for diskKey and keep the last of two spellings. Only
+	// structural refusals (they name keys, never values) are shown: any
+	// other decoding error could quote secret bytes.
+	if err := strictyaml.DecodeJSON(b, v); err != nil {
+		var fe *strictyaml.FieldError
+		if errors.As(err, &fe) {
+			return fmt.Errorf("provision: decoding %s: %w", filepath.Base(path), fe)
+		}
+		return fmt.Errorf("provision: decoding %s: malformed", filepath.Base(path))
 	}
 	return nil
 }
