@@ -52,7 +52,10 @@ import (
 
 // Decode decodes doc (YAML or JSON) into v, which must be a non-nil pointer
 // to a struct, strictly as the package documentation describes. An empty
-// document decodes to the zero value.
+// document decodes to the zero value. A pointer to a map[string]any (or to
+// any) checks only the keys: duplicates, anchors, aliases, merge keys, one
+// document; that is for documents another program owns, whose fields are
+// not ours to refuse (kubeadm's cluster-info).
 func Decode(doc []byte, v any) error {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
@@ -210,7 +213,7 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) (any, error)
 		if path != "" {
 			sub = path + "." + key
 		}
-		if t.Kind() == reflect.Map {
+		if t.Kind() == reflect.Map && path != "" {
 			sub = fmt.Sprintf("%s[%s]", path, key)
 		}
 		if _, dup := out[key]; dup {

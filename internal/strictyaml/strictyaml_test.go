@@ -188,3 +188,17 @@ func TestFieldErrorQuotesNoValue(t *testing.T) {
 		t.Errorf("error %q quotes a value", err)
 	}
 }
+
+func TestDecodeKeysOnlyIntoMap(t *testing.T) {
+	// Into a map, any field is allowed (the document is someone else's),
+	// but every key once: top-level keys are named as paths, not [key].
+	var m map[string]any
+	if err := Decode([]byte("a: {Any: 1, any: 2}\nb: [1]"), &m); err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	err := Decode([]byte("a: {x: 1}\nb: {x: 1, x: 2}"), &m)
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Path != "b" {
+		t.Errorf("err = %v, want a FieldError at b", err)
+	}
+}

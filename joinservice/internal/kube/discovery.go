@@ -12,7 +12,9 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cloister-dev/cloister/internal/strictyaml"
 )
 
 // Where kubeadm publishes discovery data, and where every namespace gets
@@ -26,17 +28,10 @@ const (
 	rootCAKey            = "ca.crt"
 )
 
-// clusterInfo is the part of cluster-info's kubeconfig that discovery uses.
-type clusterInfo struct {
-	Clusters []struct {
-		Name    string `json:"name"`
-		Cluster struct {
-			Server string `json:"server"`
-			// CAData is base64 in YAML; encoding/json decodes it.
-			CAData []byte `json:"certificate-authority-data"`
-		} `json:"cluster"`
-	} `json:"clusters"`
-}
+// clusterInfoShape is what parseClusterInfo checks of the document's shape
+// before kubeadm's reader interprets it: every key once (any other field is
+// kubeadm's business) and exactly one entry in the clusters list.
+type clusterInfoShape map[string]any
 
 // readClusterInfo returns the server URL and CA bundle in kube-public's
 // cluster-info, or found=false if the ConfigMap does not exist.
@@ -53,15 +48,47 @@ func (c *Cluster) readClusterInfo(ctx context.Context) (server string, caPEM []b
 	if !ok {
 		return "", nil, true, fmt.Errorf("kube: configmap %s has no key %q", where, clusterInfoKey)
 	}
-	var ci clusterInfo
-	if err := yaml.Unmarshal([]byte(raw), &ci); err != nil {
-		return "", nil, true, fmt.Errorf("kube: configmap %s: parsing %s: %w", where, clusterInfoKey, err)
+	server, caPEM, err = parseClusterInfo([]byte(raw))
+	if err != nil {
+		return "", nil, true, fmt.Errorf("kube: configmap %s: %s: %w", where, clusterInfoKey, err)
 	}
-	if n := len(ci.Clusters); n != 1 {
-		return "", nil, true, fmt.Errorf("kube: configmap %s: %s: want 1 cluster, got %d", where, clusterInfoKey, n)
+	return server, caPEM, true, nil
+}
+
+// parseClusterInfo reads the server and CA of cluster-info's kubeconfig.
+//
+// Not strictyaml into our own struct, on purpose: the document is kubeadm's
+// (kubeadm init writes it, kubeadm join on the node reads it), and it may
+// carry fields we do not model (contexts, preferences, extensions, whatever
+// a later kubeadm adds), so refusing unknown fields would break discovery on
+// a kubeadm upgrade. What matters is that the join service and kubeadm join
+// read the same server and CA, since the pins handed to nodes are checked
+// by kubeadm against its own reading. So the document is read with
+// clientcmd.Load, as kubeadm join reads it (case-sensitive field names:
+// "Server" is not server), after strictyaml's key checks have refused what
+// makes readers disagree or pick silently: a key given twice in a mapping
+// (YAML parsers keep the last), anchors and aliases, and a clusters list
+// with other than one entry (clientcmd keys clusters by name, so two
+// entries of one name would collapse into the last).
+func parseClusterInfo(doc []byte) (server string, caPEM []byte, err error) {
+	var shape clusterInfoShape
+	if err := strictyaml.Decode(doc, &shape); err != nil {
+		return "", nil, fmt.Errorf("parsing: %w", err)
 	}
-	cl := ci.Clusters[0].Cluster
-	return cl.Server, cl.CAData, true, nil
+	if list, _ := shape["clusters"].([]any); len(list) != 1 {
+		return "", nil, fmt.Errorf("clusters: want 1 cluster, got %d", len(list))
+	}
+	cfg, err := clientcmd.Load(doc)
+	if err != nil {
+		return "", nil, fmt.Errorf("parsing: %w", err)
+	}
+	if n := len(cfg.Clusters); n != 1 {
+		return "", nil, fmt.Errorf("clusters: want 1 cluster, got %d", n)
+	}
+	for _, cl := range cfg.Clusters {
+		server, caPEM = cl.Server, cl.CertificateAuthorityData
+	}
+	return server, caPEM, nil
 }
 
 // CACertHashes returns kubeadm's discovery pins of the cluster CA,
