@@ -10,8 +10,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/cloister-dev/cloister/internal/ratelimit"
 	statusv1 "github.com/cloister-dev/cloister/proto/status/v1"
 )
 
@@ -22,6 +24,29 @@ var ServiceName = statusv1.StatusService_ServiceDesc.ServiceName
 // maxPlainRequest bounds a request on the plain port: status, health and
 // reflection requests are a few dozen bytes.
 const maxPlainRequest = 4 << 10
+
+// Bounds of the plain port, which anyone who can reach it may use. Its
+// clients are probes and operators: a few at a time, one short call each.
+const (
+	// maxPlainConns caps open connections; more wait in the kernel's
+	// accept queue until one closes (ratelimit.LimitConns).
+	maxPlainConns = 32
+	// maxPlainStreams caps concurrent calls per connection.
+	maxPlainStreams = 8
+	// maxPlainHeaders bounds a request's header list (gRPC's default is
+	// 16 MiB).
+	maxPlainHeaders = 8 << 10
+	// plainConnTimeout closes a connection that has not completed the
+	// HTTP/2 preface by then, so silent connections cannot keep slots.
+	plainConnTimeout = 5 * time.Second
+	// plainIdle closes a connection without calls; plainMaxAge closes
+	// every connection eventually (a Health Watch stream is never idle),
+	// after plainAgeGrace for calls in flight. Well-behaved clients
+	// reconnect.
+	plainIdle     = time.Minute
+	plainMaxAge   = 10 * time.Minute
+	plainAgeGrace = 10 * time.Second
+)
 
 // stopGrace is how long Stop waits for calls in flight (a status Get, a
 // reflection stream) before it closes every connection. Health Watch
@@ -37,15 +62,33 @@ const stopGrace = time.Second
 // more names with SetServing. Nothing served here is secret: see the package
 // doc's # Trust.
 type PlainServer struct {
-	grpc   *grpc.Server
-	health *health.Server
+	grpc     *grpc.Server
+	health   *health.Server
+	maxConns int
 }
 
 // NewPlainServer builds the plain port of t's daemon.
 func NewPlainServer(t *Tracker) *PlainServer {
+	return newPlainServer(t, maxPlainConns, plainConnTimeout)
+}
+
+// newPlainServer is NewPlainServer with the bounds a test shrinks.
+func newPlainServer(t *Tracker, maxConns int, connTimeout time.Duration) *PlainServer {
 	p := &PlainServer{
-		grpc:   grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.MaxRecvMsgSize(maxPlainRequest)),
-		health: health.NewServer(),
+		grpc: grpc.NewServer(
+			grpc.Creds(insecure.NewCredentials()),
+			grpc.MaxRecvMsgSize(maxPlainRequest),
+			grpc.MaxConcurrentStreams(maxPlainStreams),
+			grpc.MaxHeaderListSize(maxPlainHeaders),
+			grpc.ConnectionTimeout(connTimeout),
+			grpc.KeepaliveParams(keepalive.ServerParameters{
+				MaxConnectionIdle:     plainIdle,
+				MaxConnectionAge:      plainMaxAge,
+				MaxConnectionAgeGrace: plainAgeGrace,
+			}),
+		),
+		health:   health.NewServer(),
+		maxConns: maxConns,
 	}
 	statusv1.RegisterStatusServiceServer(p.grpc, t)
 	healthpb.RegisterHealthServer(p.grpc, p.health)
@@ -69,9 +112,10 @@ func (p *PlainServer) SetServing(service string, serving bool) {
 	p.health.SetServingStatus(service, st)
 }
 
-// Serve serves on lis until Stop.
+// Serve serves on lis until Stop, with at most maxPlainConns connections
+// open at once.
 func (p *PlainServer) Serve(lis net.Listener) error {
-	if err := p.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	if err := p.grpc.Serve(ratelimit.LimitConns(lis, p.maxConns)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serving status on %s: %w", lis.Addr(), err)
 	}
 	return nil
