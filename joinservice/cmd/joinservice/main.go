@@ -242,7 +242,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	httpServer := &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	httpServer := plainHTTPServer(mux)
 	metricsLis, err := net.Listen("tcp", cfg.MetricsListen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.MetricsListen, err)
@@ -258,7 +258,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	g.Go(func() error { return plain.Serve(statusLis) })
 	g.Go(func() error { monitor.Run(ctx); return nil })
 	g.Go(func() error {
-		if err := httpServer.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
+		if err := httpServer.Serve(ratelimit.LimitConns(metricsLis, maxHTTPConns)); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -290,6 +290,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// maxHTTPConns caps the plain HTTP port's open connections (Prometheus and
+// probes: a few at a time); more wait in the accept queue.
+const maxHTTPConns = 32
+
+// plainHTTPServer serves h on the plain metrics port with every bound set:
+// anyone who can reach the port may use it, so slow or silent clients must
+// not keep connections, and headers stay small.
+func plainHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    8 << 10,
+	}
 }
 
 func errText(err error) string {
