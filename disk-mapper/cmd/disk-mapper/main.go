@@ -33,6 +33,7 @@ import (
 	"github.com/cloister-dev/cloister/internal/attestation/platform"
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
 	"github.com/cloister-dev/cloister/internal/attestation/tpm"
+	"github.com/cloister-dev/cloister/internal/buildinfo"
 	"github.com/cloister-dev/cloister/internal/cryptsetup"
 	"github.com/cloister-dev/cloister/internal/latch"
 	"github.com/cloister-dev/cloister/internal/sdnotify"
@@ -102,6 +103,7 @@ type flags struct {
 	integrity        bool
 	allowInsecureDev bool
 	logLevel         slog.Level
+	version          bool
 }
 
 // usageError is bad flags or configuration: exit code 2.
@@ -153,12 +155,16 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", rejoin.DefaultAttemptTimeout, "deadline of one rejoin attempt (handshake and call)")
 	fs.BoolVar(&f.integrity, "integrity", false, "format with dm-integrity (hmac-sha256) and require it on existing headers")
 	fs.BoolVar(&f.allowInsecureDev, "allow-insecure-dev", false, "allow the insecure-dev variant (evidence that proves NOTHING), for local development only")
+	fs.BoolVar(&f.version, "version", false, "print the version and VCS revision (on stderr, like --help) and exit 0")
 	fs.TextVar(&f.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return f, err
 		}
 		return f, &usageError{err}
+	}
+	if f.version { // nothing else is checked or started
+		return f, nil
 	}
 	if fs.NArg() > 0 {
 		return f, &usageError{fmt.Errorf("unexpected arguments %q; see --help", fs.Args())}
@@ -185,6 +191,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	f, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if f.version {
+		fmt.Fprintln(stderr, buildinfo.Read().Line("disk-mapper"))
+		return nil
 	}
 	endpoints, err := joinEndpoints(f)
 	if err != nil {

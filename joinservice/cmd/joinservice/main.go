@@ -32,6 +32,7 @@ import (
 	"github.com/cloister-dev/cloister/internal/attestation/platform"
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
 	"github.com/cloister-dev/cloister/internal/attestation/snp"
+	"github.com/cloister-dev/cloister/internal/buildinfo"
 	"github.com/cloister-dev/cloister/internal/keys"
 	"github.com/cloister-dev/cloister/internal/keys/kubesecret"
 	"github.com/cloister-dev/cloister/internal/ratelimit"
@@ -84,6 +85,7 @@ type flags struct {
 	attestAs         string
 	allowInsecureDev bool
 	logLevel         slog.Level
+	version          bool
 }
 
 func main() {
@@ -109,9 +111,13 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.StringVar(&f.configPath, "config", "/etc/cloister/joinservice.yaml", "config file")
 	fs.StringVar(&f.attestAs, "attest", "tpm", "how this service attests itself to nodes: tpm, sev-snp, tdx, insecure-dev")
 	fs.BoolVar(&f.allowInsecureDev, "allow-insecure-dev", false, "allow the insecure-dev variant (evidence that proves NOTHING), for local development only")
+	fs.BoolVar(&f.version, "version", false, "print the version and VCS revision (on stderr, like --help) and exit 0")
 	fs.TextVar(&f.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return f, err
+	}
+	if f.version { // nothing else is checked or started
+		return f, nil
 	}
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
@@ -123,6 +129,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	f, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if f.version {
+		fmt.Fprintln(stderr, buildinfo.Read().Line("joinservice"))
+		return nil
 	}
 	cfg, err := config.Load(f.configPath)
 	if err != nil {
