@@ -468,3 +468,40 @@ func (b *lockedBuffer) String() string {
 // syscallReset is a connection reset, which a closed connection may report
 // instead of EOF.
 var syscallReset = syscall.ECONNRESET
+
+// TestClientOverQuoteLimitIsToldBusy: a client beyond the quote limit for
+// unattested peers gets a busy refusal it can act on (ErrBusy, Unavailable:
+// retry), not a connection closed where it waits for the server's
+// evidence, and not a verdict on its attestation (PermissionDenied).
+func TestClientOverQuoteLimitIsToldBusy(t *testing.T) {
+	issuer := &fakeCountingIssuer{}
+	creds := mustCredentials(t, Config{Issuer: issuer, AcceptUnattestedPeer: true, HandshakeTimeout: 5 * time.Second,
+		Limits: generous(Limits{QuotesPerSecondPerIP: 0.001, QuoteBurstPerIP: 1})})
+	addr, _ := serveRaw(t, creds)
+	client := mustCredentials(t, Config{Verifier: insecureDevValidators(t), HandshakeTimeout: 5 * time.Second})
+	handshake := func() error {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, _, err := client.ClientHandshake(context.Background(), "", raw)
+		if err == nil {
+			_ = conn.Close()
+		}
+		return err
+	}
+	if err := handshake(); err != nil {
+		t.Fatalf("first handshake (within the burst): %v", err)
+	}
+	err := handshake()
+	var refused *RefusedError
+	if !errors.As(err, &refused) || !refused.Busy || !errors.Is(err, ErrBusy) {
+		t.Fatalf("second handshake: want a busy *RefusedError wrapping ErrBusy, got %v", err)
+	}
+	if got := Code(err); got != codes.Unavailable {
+		t.Fatalf("Code(%v) = %v, want Unavailable", err, got)
+	}
+	if n := issuer.calls.Load(); n != 1 {
+		t.Fatalf("the server issued %d quotes, want 1 (the refused peer must cost none)", n)
+	}
+}

@@ -56,8 +56,11 @@
 // unauthenticated peers are read into buffers that grow only as bytes
 // arrive, charged to a shared budget (16 MiB) before allocation; a server
 // that accepts unattested peers takes a quote token (10/s over all peers,
-// 2/s per IP) before issuing its evidence. A refusal wraps ErrBusy
-// (Unavailable: retry). Warnings about refused and failed handshakes are
+// 2/s per IP) before it accepts the peer. A refusal wraps ErrBusy
+// (Unavailable: retry); once TLS is up (the quote limit, the frame budget)
+// the peer is told so with a busy verdict (atls.v1 Verdict.busy), which its
+// side reports as a *RefusedError wrapping ErrBusy, not as a verdict on its
+// evidence; the operator's CLI retries it for a few seconds. Warnings about refused and failed handshakes are
 // written at most once a minute per kind, with a count of the rest.
 // PriorityIssuer shares a daemon's one device: the node's own quotes go
 // before peer-triggered ones, which wait in a bounded queue.

@@ -39,12 +39,28 @@ type RefusedError struct {
 	// UntrustedReason is the peer's reason as it sent it. It is shown quoted
 	// and bounded by Error, never interpreted.
 	UntrustedReason string
+	// Busy is set when the peer refused for its own load, not for our
+	// evidence (atls.v1 Verdict.busy): worth a retry later. The error then
+	// wraps ErrBusy.
+	Busy bool
+}
+
+// Unwrap returns ErrBusy for a refusal for load, so that errors.Is and
+// Code treat it as a retry, not a verdict.
+func (e *RefusedError) Unwrap() error {
+	if e.Busy {
+		return ErrBusy
+	}
+	return nil
 }
 
 func (e *RefusedError) Error() string {
 	reason := e.UntrustedReason
 	if len(reason) > maxReasonDisplay {
 		reason = fmt.Sprintf("%s… (%d more bytes)", reason[:maxReasonDisplay], len(reason)-maxReasonDisplay)
+	}
+	if e.Busy {
+		return fmt.Sprintf("atls: %s is busy, retry later: %q", e.Peer, reason)
 	}
 	return fmt.Sprintf("atls: %s refused our attestation: %q", e.Peer, reason)
 }
@@ -53,12 +69,13 @@ func (e *RefusedError) Error() string {
 // code, the one rule every service uses:
 //   - malformed input (attestation.ErrMalformed, an undecodable frame) →
 //     InvalidArgument;
+//   - a server over one of its Limits (ErrBusy, a *RefusedError for load
+//     included) → Unavailable (retry);
 //   - a rejection (*attestation.CheckError, attestation.ErrWrongVariant,
 //     ErrUnattestedPeer, *RefusedError) → PermissionDenied;
 //   - a TLS handshake the peer got wrong (TLS 1.2, a bad certificate) →
 //     PermissionDenied;
 //   - a cancelled context → Canceled;
-//   - a server over one of its Limits (ErrBusy) → Unavailable (retry);
 //   - a deadline or broken connection → Unavailable (retry);
 //   - anything else is our bug → Internal.
 //
@@ -77,6 +94,8 @@ func Code(err error) codes.Code {
 		netErr     net.Error
 	)
 	switch {
+	case errors.Is(err, ErrBusy):
+		return codes.Unavailable
 	case errors.Is(err, attestation.ErrMalformed), errors.Is(err, errMalformedFrame):
 		return codes.InvalidArgument
 	case errors.As(err, &checkErr), errors.Is(err, attestation.ErrWrongVariant),
@@ -84,8 +103,6 @@ func Code(err error) codes.Code {
 		return codes.PermissionDenied
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
-	case errors.Is(err, ErrBusy):
-		return codes.Unavailable
 	case errors.As(err, &tlsErr) && !brokenConnection(err):
 		return codes.PermissionDenied
 	case brokenConnection(err), errors.As(err, &netErr):

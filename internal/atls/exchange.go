@@ -53,8 +53,9 @@ type exchange struct {
 	// mem charges the frames read on a server to the budget for
 	// unauthenticated peers; nil on a client.
 	mem *charge
-	// beforeIssue, when set, runs before this side issues evidence: the
-	// server's quote limit for unattested peers.
+	// beforeIssue, when set, runs on a server before it accepts the peer
+	// and so before it issues its own evidence for it: the quote limit for
+	// unattested peers. Its ErrBusy reaches the peer as a busy refusal.
 	beforeIssue func() error
 }
 
@@ -65,11 +66,6 @@ func (x *exchange) attest(ctx context.Context, role string) error {
 	peerRole := otherRole(role)
 	out := &atlsv1.Frame{Kind: &atlsv1.Frame_NoEvidence{NoEvidence: &atlsv1.NoEvidence{}}}
 	if x.issuer != nil {
-		if x.beforeIssue != nil {
-			if err := x.beforeIssue(); err != nil {
-				return err
-			}
-		}
 		ev, err := x.issuer.Issue(ctx, bindingData([]byte(role), x.exporter))
 		if err != nil {
 			return fmt.Errorf("atls: issuing %s evidence: %w", role, err)
@@ -96,7 +92,7 @@ func (x *exchange) attest(ctx context.Context, role string) error {
 		return fmt.Errorf("atls: reading %s's verdict: %w", peerRole, unexpectedFrame("verdict", in))
 	}
 	if !verdict.GetAccepted() {
-		return &RefusedError{Peer: peerRole, UntrustedReason: verdict.GetReason()}
+		return &RefusedError{Peer: peerRole, UntrustedReason: verdict.GetReason(), Busy: verdict.GetBusy()}
 	}
 	return nil
 }
@@ -128,7 +124,7 @@ func (x *exchange) answer(ctx context.Context, role string, ch *attestationv1.Ac
 func (x *exchange) verify(ctx context.Context, peerRole string) (*attestation.Claims, error) {
 	in, err := readFrame(x.conn, x.mem)
 	if err != nil {
-		if errors.Is(err, errMalformedFrame) {
+		if errors.Is(err, errMalformedFrame) || errors.Is(err, ErrBusy) {
 			return nil, x.refuse(fmt.Errorf("atls: reading %s evidence: %w", peerRole, err))
 		}
 		return nil, fmt.Errorf("atls: reading %s evidence: %w", peerRole, err)
@@ -153,6 +149,14 @@ func (x *exchange) verify(ctx context.Context, peerRole string) (*attestation.Cl
 		}
 	default:
 		return nil, x.refuse(fmt.Errorf("atls: reading %s evidence: %w", peerRole, unexpectedFrame("evidence or no_evidence", in)))
+	}
+	if x.beforeIssue != nil {
+		// Checked before the verdict, so that a peer over the limit is
+		// told the server is busy instead of finding the connection
+		// closed where it waits for the server's evidence.
+		if err := x.beforeIssue(); err != nil {
+			return nil, x.refuse(err)
+		}
 	}
 	accept := &atlsv1.Frame{Kind: &atlsv1.Frame_Verdict{Verdict: &atlsv1.Verdict{Accepted: true}}}
 	if err := writeFrame(x.conn, accept); err != nil {
@@ -190,7 +194,7 @@ func (x *exchange) check(ctx context.Context, ev *attestationv1.Evidence, userDa
 // refuse sends a refusal verdict whose reason is cause's text, and returns
 // cause (joined with the send error, if sending failed).
 func (x *exchange) refuse(cause error) error {
-	verdict := &atlsv1.Frame{Kind: &atlsv1.Frame_Verdict{Verdict: &atlsv1.Verdict{Reason: cause.Error()}}}
+	verdict := &atlsv1.Frame{Kind: &atlsv1.Frame_Verdict{Verdict: &atlsv1.Verdict{Reason: cause.Error(), Busy: errors.Is(cause, ErrBusy)}}}
 	if err := writeFrame(x.conn, verdict); err != nil {
 		return errors.Join(cause, fmt.Errorf("atls: sending refusal: %w", err))
 	}

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -45,6 +47,8 @@ func dialAttested(addr string, validators attestation.Validators) (*attestedNode
 	rc := &recordingCredentials{TransportCredentials: c}
 	conn, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(rc),
+		// Reconnect within seconds when the node was busy (attest).
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: busyWait, Multiplier: 1.2, Jitter: 0.2, MaxDelay: 3 * busyWait}, MinConnectTimeout: 20 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseSize)))
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
@@ -54,12 +58,37 @@ func dialAttested(addr string, validators attestation.Validators) (*attestedNode
 
 func (n *attestedNode) Close() error { return n.conn.Close() }
 
+// busyRetries and busyWait bound how long attest waits for a node that
+// refused the handshake for its load (it limits the quotes it makes for
+// unattested clients to a few per second and address).
+const (
+	busyRetries = 10
+	busyWait    = time.Second
+)
+
 // attest runs the handshake (through a status.v1 Get on the attested port)
 // and returns the node's verified claims and its status. A node that serves
-// no status.v1 there is still attested; its status is nil then.
+// no status.v1 there is still attested; its status is nil then. A node that
+// answers "busy" is asked again, a second apart, up to busyRetries times
+// (gRPC reconnects on its own backoff, capped by dialAttested; a call in
+// between fails at once with the same recorded error).
 func (n *attestedNode) attest(ctx context.Context) (*attestation.Claims, *statusv1.GetResponse, error) {
-	var p peer.Peer
-	st, err := statusv1.NewStatusServiceClient(n.conn).Get(ctx, &statusv1.GetRequest{}, grpc.Peer(&p))
+	var (
+		p   peer.Peer
+		st  *statusv1.GetResponse
+		err error
+	)
+	for try := 0; ; try++ {
+		st, err = statusv1.NewStatusServiceClient(n.conn).Get(ctx, &statusv1.GetRequest{}, grpc.Peer(&p))
+		if err == nil || try == busyRetries || !errors.Is(n.creds.lastError(), atls.ErrBusy) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, n.explain(err, "attesting")
+		case <-time.After(busyWait):
+		}
+	}
 	claims, ok := atls.ClaimsFromPeer(&p)
 	if err != nil {
 		if status.Code(err) == codes.Unimplemented && ok {
@@ -93,6 +122,9 @@ func explainHandshake(addr string, err error) error {
 		recordErr  tls.RecordHeaderError
 	)
 	switch {
+	case errors.Is(err, atls.ErrBusy):
+		return fail(exitUnavailable, fmt.Errorf("node %s is busy: %w", addr, err),
+			"the node limits the attestations it makes for unattested clients (a few per second): try again in a few seconds")
 	case errors.As(err, &recordErr):
 		// The port answered with something that is not TLS at all (a
 		// plain gRPC port sends HTTP/2 frames): no evidence was exchanged,

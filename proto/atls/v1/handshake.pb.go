@@ -257,7 +257,11 @@ type Verdict struct {
 	Accepted bool `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	// reason names the failed check with its expected and actual values when
 	// accepted is false. It never contains secrets.
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// busy is true when the verifier refused for its own load (a limit on
+	// what unauthenticated peers may cost it), not for the evidence: the
+	// attester may retry later.
+	Busy          bool `protobuf:"varint,3,opt,name=busy,proto3" json:"busy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -306,6 +310,13 @@ func (x *Verdict) GetReason() string {
 	return ""
 }
 
+func (x *Verdict) GetBusy() bool {
+	if x != nil {
+		return x.Busy
+	}
+	return false
+}
+
 var File_atls_v1_handshake_proto protoreflect.FileDescriptor
 
 const file_atls_v1_handshake_proto_rawDesc = "" +
@@ -322,10 +333,11 @@ const file_atls_v1_handshake_proto_rawDesc = "" +
 	"\n" +
 	"NoEvidence\">\n" +
 	"\x11ChallengeResponse\x12)\n" +
-	"\x10activated_secret\x18\x01 \x01(\fR\x0factivatedSecret\"=\n" +
+	"\x10activated_secret\x18\x01 \x01(\fR\x0factivatedSecret\"Q\n" +
 	"\aVerdict\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reasonB7Z5github.com/cloister-dev/cloister/proto/atls/v1;atlsv1b\x06proto3"
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04busy\x18\x03 \x01(\bR\x04busyB7Z5github.com/cloister-dev/cloister/proto/atls/v1;atlsv1b\x06proto3"
 
 var (
 	file_atls_v1_handshake_proto_rawDescOnce sync.Once
