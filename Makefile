@@ -29,8 +29,9 @@ export CLOISTER_KUBEADM := $(KUBEADM)
 export PATH := $(TOOLS):$(PATH)
 
 # grpc-health-probe, the standard gRPC health client, built from the module
-# proxy and cached by version; the health test of the plain status ports
-# (joinservice/jointest) runs it and finds it through this variable.
+# proxy and cached by version; the health tests of the plain status ports
+# (joinservice/jointest, and the QEMU cluster scenario against the real
+# join service) run it and find it through this variable.
 HEALTH_PROBE_VERSION := v0.4.40
 export CLOISTER_GRPC_HEALTH_PROBE := $(CLOISTER_CACHE)/tools/grpc-health-probe-$(HEALTH_PROBE_VERSION)/grpc-health-probe
 
@@ -146,7 +147,7 @@ image: k8s
 ## tamper, double join and reboot.
 E2E_RUN     ?= .
 E2E_TIMEOUT ?= 60m
-e2e: deps image
+e2e: deps image $(CLOISTER_GRPC_HEALTH_PROBE)
 	@./hack/e2e-deps.sh
 	CLOISTER_E2E=1 $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./e2e/...
 

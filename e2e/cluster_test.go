@@ -74,6 +74,9 @@ var (
 //     kubeadm init (etcd, API server, controller manager and scheduler as
 //     static pods from the image's built-in container images); the running
 //     control plane passes `cloister verify`, its latch = the cluster ID;
+//     grpc-health-probe finds the join service SERVING on its plain port
+//     (readiness: policy, secrets, Kubernetes API) and the node's status
+//     port healthy;
 //  2. outage + join: a worker VM boots while its path to the join service is
 //     down, keeps trying and says why it waits, then joins by itself: disk
 //     key, bootstrap token, CA pins and a kubelet client certificate through
@@ -120,6 +123,7 @@ func TestCluster(t *testing.T) {
 	// measurements, latch = the cluster ID.
 	cpVM.Expect(t, scenario.StatusServing, 2*time.Minute)
 	verifyJoined(t, c, cp.Addr(scenario.AttestedPort), clusterID)
+	checkHealthProbes(t, cp)
 
 	// 2. Worker: boots during an outage of the join service (its address
 	// is a proxy that refuses connections), keeps trying, says why it
@@ -611,3 +615,36 @@ func httpGet(t testing.TB, url string) string {
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }
+
+// checkHealthProbes runs the standard grpc-health-probe against the
+// control plane's plain ports, as a Kubernetes gRPC probe or a load
+// balancer would: the join service's (9092) answers SERVING for
+// cloister.join.v1.JoinService once its readiness checks pass (policy,
+// cluster secrets, Kubernetes API), the node's status port (9101) for the
+// overall health.
+func checkHealthProbes(t *testing.T, cp *harness.Node) {
+	t.Helper()
+	probe := harness.HealthProbe(t)
+	for _, tc := range []struct{ addr, service string }{
+		{cp.Addr(scenario.JoinServiceStatusPort), "cloister.join.v1.JoinService"},
+		{cp.Addr(scenario.JoinServiceStatusPort), ""},
+		{cp.Addr(scenario.StatusPort), ""},
+	} {
+		args := []string{"-addr=" + tc.addr, "-connect-timeout=10s", "-rpc-timeout=10s", "-service=" + tc.service}
+		var out []byte
+		var err error
+		// Readiness is re-checked every 10 s: allow a few rounds.
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(5 * time.Second) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			out, err = exec.CommandContext(ctx, probe, args...).CombinedOutput()
+			cancel()
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("grpc-health-probe %v: %v\n%s", args, err, out)
+		}
+		t.Logf("grpc-health-probe %s service %q: %s", tc.addr, tc.service, strings.TrimSpace(string(out)))
+	}
+}

@@ -61,3 +61,18 @@ func isExecutable(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
+
+// HealthProbeEnv names the grpc-health-probe binary the Makefile builds
+// (hack/tools/grpc-health-probe.sh) for the health tests.
+const HealthProbeEnv = "CLOISTER_GRPC_HEALTH_PROBE"
+
+// HealthProbe returns grpc-health-probe: $CLOISTER_GRPC_HEALTH_PROBE, else
+// the one on PATH. Missing, it fails the test if CI=true and skips it
+// otherwise, like RequireTool.
+func HealthProbe(t TB) string {
+	t.Helper()
+	if p := os.Getenv(HealthProbeEnv); p != "" && isExecutable(p) {
+		return p
+	}
+	return RequireTool(t, "grpc-health-probe")
+}

@@ -30,9 +30,12 @@ import (
 const (
 	JoinServicePort = 9000
 	MetricsPort     = 9091
-	AttestedPort    = 9100
-	StatusPort      = 9101
-	KubeAPIPort     = 6443
+	// JoinServiceStatusPort is the join service's plain port: status.v1,
+	// grpc.health.v1 and reflection, for probes.
+	JoinServiceStatusPort = 9092
+	AttestedPort          = 9100
+	StatusPort            = 9101
+	KubeAPIPort           = 6443
 )
 
 // Serial console markers (image/README.md lists them).
@@ -187,7 +190,7 @@ func New(t harness.TB, opts Options) *Cluster {
 		Timeout:      10 * time.Minute,
 	}
 	if opts.Kubernetes {
-		cfg.Forwards = append(cfg.Forwards, KubeAPIPort, MetricsPort)
+		cfg.Forwards = append(cfg.Forwards, KubeAPIPort, MetricsPort, JoinServiceStatusPort)
 		cfg.Timeout = 60 * time.Minute
 	}
 	c.ControlPlane = harness.NewNode(t, cfg)
