@@ -59,11 +59,11 @@
 // really does. The log is replayed here, strictly, from the PCR reset values
 // (not with go-tpm-tools' server.VerifyAttestation, which accepts an empty
 // log, skips PCRs without events and edits logs until they replay), and it
-// must reproduce the quoted value of every policy PCR, of the firmware PCRs
-// 0–9 and 14, and of every PCR it has events for. The cluster-ID latch
-// (PCR 15) is extended after boot without a log entry and is exempt unless
-// the log has events for it. PCRs the firmware does not log (10 for IMA,
-// 11–13) should not be pinned in a policy.
+// must reproduce the quoted value of the firmware PCRs 0–9 and 14 and of
+// every PCR it has events for. A policy PCR extended without a log entry
+// (IMA's PCR 10, the cluster-ID latch 15) is compared with the signed quote
+// by its own check only: the log claims nothing about it, so it needs not
+// explain it.
 //
 // # Credential activation
 //

@@ -21,13 +21,13 @@ import (
 // this: that replay accepts an empty log, skips every PCR the log has no
 // events for, and applies "workarounds" that edit the log until it replays,
 // so it would claim a check it does not make.
-func checkEventLog(d *decoded, policyPCRs []int) error {
+func checkEventLog(d *decoded) error {
 	quoted := d.quote.GetPcrs().GetPcrs()
 	replayed, counts, err := replay(d.att.GetEventLog())
 	if err != nil {
 		return rejectLog("a TCG crypto-agile event log with SHA-256 digests", "a log that does not parse", err)
 	}
-	for _, i := range replayedPCRs(policyPCRs, counts) {
+	for _, i := range replayedPCRs(counts) {
 		got, ok := quoted[uint32(i)]
 		if !ok {
 			return rejectLog(fmt.Sprintf("pcr[%d] quoted", i), fmt.Sprintf("%d events for an unquoted pcr[%d]", counts[i], i), nil)
@@ -51,20 +51,13 @@ func checkEventLog(d *decoded, policyPCRs []int) error {
 // log has events for them.
 var firmwarePCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}
 
-// latchPCR is the cluster-ID latch: Cloister extends it after boot, with no
-// entry in the firmware's log, and the latch's own check (the expected value
-// for the cluster ID) explains its value instead.
-const latchPCR = 15
-
-// replayedPCRs are the PCRs checked against the quote: the policy's (except
-// the latch), the firmware PCRs, and every PCR the log has events for.
-func replayedPCRs(policyPCRs []int, counts map[int]int) []int {
+// replayedPCRs are the PCRs checked against the quote: the firmware PCRs
+// and every PCR the log has events for. A policy PCR outside these (IMA's
+// PCR 10, say, which the kernel extends at boot with no entry in this log)
+// needs no replay: the PCR check compares it with the signed quote itself,
+// and the log claims nothing about it.
+func replayedPCRs(counts map[int]int) []int {
 	set := make(map[int]bool)
-	for _, i := range policyPCRs {
-		if i != latchPCR {
-			set[i] = true
-		}
-	}
 	for _, i := range firmwarePCRs {
 		set[i] = true
 	}

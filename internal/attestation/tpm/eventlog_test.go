@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"testing"
 
 	attestpb "github.com/google/go-tpm-tools/proto/attest"
 
+	"github.com/cloister-dev/cloister/internal/attestation"
 	"github.com/cloister-dev/cloister/internal/attestation/policy"
 	"github.com/cloister-dev/cloister/internal/attestation/tpm/tpmtest"
 )
@@ -213,4 +215,31 @@ func TestHandMadeEventLogReplays(t *testing.T) {
 	short := tpmtest.EventLog(tpmtest.Event{PCR: 4, Data: []byte("a kernel")})
 	claims, err := v.Validate(context.Background(), mutateAttestation(t, ev, func(a *attestpb.Attestation) { a.EventLog = short }), userData)
 	assertCheck(t, claims, err, "eventlog")
+}
+
+// TestPolicyPCRExtendedOutsideTheLog: IMA extends PCR 10 at boot with no
+// entry in the firmware's log (seen on the node image's Debian kernel). A
+// policy may pin it: the PCR check compares it with the signed quote, and
+// the log, which claims nothing about PCR 10, needs not explain it.
+func TestPolicyPCRExtendedOutsideTheLog(t *testing.T) {
+	firmwareLog := tpmtest.EventLog(tpmtest.Event{PCR: 4, Data: []byte("a kernel")})
+	sim := newSimulator(t, firmwareLog)
+	// The kernel's own measurement, extended but not in the log the node sends.
+	tpmtest.ExtendEventLog(t, sim, tpmtest.EventLog(tpmtest.Event{PCR: 10, Data: []byte("boot_aggregate")}))
+	pcrs := tpmtest.PCRs(t, sim)
+	ca := tpmtest.NewFakePlatformCA(t, "fake platform CA")
+	iss := newAKCertIssuer(t, sim, ca, firmwareLog)
+	userData := userDataFor("ima")
+	ev := mustIssue(t, iss, userData)
+
+	pinned := newValidator(t, &policy.TPM{PCRs: map[int]policy.Value{4: enforce(pcrs[4]), 10: enforce(pcrs[10])}}, ValidatorOptions{AKRoots: ca.Pool()})
+	if _, err := pinned.Validate(context.Background(), ev, userData); err != nil {
+		t.Fatalf("pcr[10] pinned to its quoted value, extended outside the log: %v", err)
+	}
+	other := newValidator(t, &policy.TPM{PCRs: map[int]policy.Value{4: enforce(pcrs[4]), 10: enforce(make([]byte, 32))}}, ValidatorOptions{AKRoots: ca.Pool()})
+	_, err := other.Validate(context.Background(), ev, userData)
+	var ce *attestation.CheckError
+	if !errors.As(err, &ce) || ce.Check != "pcr[10]" {
+		t.Fatalf("pcr[10] pinned to another value: want the pcr[10] check, got %v", err)
+	}
 }

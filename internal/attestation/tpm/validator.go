@@ -212,7 +212,7 @@ func (v *Validator) Validate(ctx context.Context, ev *attestationv1.Evidence, us
 	}
 	// After the policy PCRs, so that a changed boot is reported as the PCR
 	// that changed rather than as a log that does not explain it.
-	if err := checkEventLog(d, slices.Sorted(maps.Keys(v.pol.PCRs))); err != nil {
+	if err := checkEventLog(d); err != nil {
 		return nil, err
 	}
 	for i, val := range pcrs {
